@@ -1,0 +1,107 @@
+"""Runs the async core for the blocking API on one background event loop per Account.
+
+Rule: the sync face never re-implements protocol logic; it submits coroutines here. One loop per
+Account keeps its connections alive between calls (unlike ``asyncio.run`` per call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from .errors import MailkitError
+
+T = TypeVar("T")
+
+__all__ = ["Portal"]
+
+
+class Portal:
+    """A private event loop in a daemon thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                raise MailkitError("this account is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="mailkit-portal", daemon=True
+                )
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the portal loop and wait for it; Ctrl-C cancels it cleanly."""
+        if self._on_portal_thread():
+            coro.close()
+            raise RuntimeError("a sync mailkit call was made from inside its own event loop")
+        try:
+            loop = self._ensure_loop()
+        except BaseException:
+            coro.close()
+            raise
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result()
+        except BaseException:
+            # KeyboardInterrupt or similar in this thread: stop the coroutine too, and wait for it
+            # to unwind so that no half-finished protocol exchange is left running.
+            if not future.done():
+                future.cancel()
+                with contextlib.suppress(BaseException):  # the original error is what matters
+                    future.result(timeout=5)
+            raise
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Drive an async iterator from the calling thread, one item at a time."""
+        try:
+            while True:
+                try:
+                    yield self.call(_anext(agen))
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None and not self._closed:
+                self.call(aclose())
+
+    def _on_portal_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
+
+    def close(self, final: Awaitable[object] | None = None) -> None:
+        """Optionally run ``final`` (e.g. closing connections), then stop the loop and thread."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._closed = True
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            if final is not None:
+                asyncio.run(_await(final))  # nothing ran on a loop yet: this only marks it closed
+            return
+        try:
+            if final is not None:
+                asyncio.run_coroutine_threadsafe(_await(final), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            if not thread.is_alive():
+                loop.close()
+
+
+async def _anext(agen: AsyncIterator[T]) -> T:
+    return await agen.__anext__()
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable

@@ -1,0 +1,1 @@
+"""Durable local storage: Maildir sinks (fsync before rename) and SQLite state."""
