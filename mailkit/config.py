@@ -27,24 +27,18 @@ __all__ = [
 ]
 
 
-class Protocol(str, enum.Enum):
+class Protocol(enum.StrEnum):
     SMTP = "smtp"
     IMAP = "imap"
     POP3 = "pop3"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Security(str, enum.Enum):
+class Security(enum.StrEnum):
     """How a connection is protected. There is deliberately no "STARTTLS if offered"."""
 
     TLS = "tls"  # implicit TLS from the first byte
     STARTTLS = "starttls"  # plaintext greeting, then a required upgrade; no upgrade, no session
     INSECURE = "insecure"  # plaintext throughout; explicit opt-in only
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _SCHEMES: dict[str, tuple[Protocol, Security]] = {

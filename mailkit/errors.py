@@ -136,7 +136,7 @@ def translate_os_error(exc: BaseException, where: str) -> MailkitError:
         return CertificateError(f"{where}: certificate verification failed: {exc.verify_message}")
     if isinstance(exc, ssl.SSLError):
         return TLSError(f"{where}: TLS handshake failed: {exc.reason or exc}")
-    if isinstance(exc, (asyncio.TimeoutError, builtins.TimeoutError, socket.timeout)):
+    if isinstance(exc, builtins.TimeoutError):  # also socket.timeout and asyncio's
         return TimeoutError(f"{where}: timed out")
     if isinstance(exc, asyncio.IncompleteReadError):
         return ConnectionLost(f"{where}: connection closed by the server")
@@ -158,5 +158,5 @@ def translating_os_errors(where: str) -> Iterator[None]:
         yield
     except MailkitError:
         raise
-    except (OSError, EOFError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+    except (OSError, EOFError, builtins.TimeoutError, asyncio.IncompleteReadError) as exc:
         raise translate_os_error(exc, where) from exc
