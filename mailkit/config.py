@@ -70,10 +70,11 @@ _UNSAFE = re.compile(r"[\r\n\x00]")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
-def check_line_safe(value: str, what: str) -> str:
+def check_line_safe(value: str, what: str, *, secret: bool = False) -> str:
     """Reject CR, LF and NUL: any of them could end a protocol line and start a new command."""
     if _UNSAFE.search(value):
-        raise ConfigError(f"{what} must not contain CR, LF or NUL: {value!r}")
+        shown = "" if secret else f": {value!r}"
+        raise ConfigError(f"{what} must not contain CR, LF or NUL{shown}")
     return value
 
 
@@ -212,7 +213,7 @@ class Password:
 
     def __post_init__(self) -> None:
         check_line_safe(self.user, "user name")
-        check_line_safe(self.password, "password")
+        check_line_safe(self.password, "password", secret=True)
 
     def __repr__(self) -> str:
         return f"Password(user={self.user!r}, password='***')"
@@ -233,7 +234,7 @@ class OAuth2:
     async def token(self) -> str:
         value = self.token_provider()
         token = value if isinstance(value, str) else await value
-        return check_line_safe(token, "OAuth2 token")
+        return check_line_safe(token, "OAuth2 token", secret=True)
 
     def __repr__(self) -> str:
         return f"OAuth2(user={self.user!r}, token_provider='***')"

@@ -133,9 +133,10 @@ def translate_os_error(exc: BaseException, where: str) -> MailkitError:
     if isinstance(exc, MailkitError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return CertificateError(f"{where}: certificate verification failed: {exc.verify_message}")
+        detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
+        return CertificateError(f"{where}: certificate verification failed: {detail}")
     if isinstance(exc, ssl.SSLError):
-        return TLSError(f"{where}: TLS handshake failed: {exc.reason or exc}")
+        return TLSError(f"{where}: TLS handshake failed: {getattr(exc, 'reason', None) or exc}")
     if isinstance(exc, builtins.TimeoutError):  # also socket.timeout and asyncio's
         return TimeoutError(f"{where}: timed out")
     if isinstance(exc, asyncio.IncompleteReadError):

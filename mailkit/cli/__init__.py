@@ -30,7 +30,7 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="mailkit", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="mailkit")
 def cli() -> None:
     """Send, download and sync email: SMTP, POP3 and IMAP, secure by default."""
