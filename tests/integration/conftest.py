@@ -1,0 +1,65 @@
+"""Fixtures handing the local mail stack (scripts/mailstack) to integration tests.
+
+Every test under tests/integration/ is marked ``integration``. The stack is started once per
+session (a fast no-op when it already runs) and left running afterwards, so repeated test
+runs do not pay the start-up again; ``scripts/mailstack down`` stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.mailstack import MailStack, MailStackError
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A conftest hook sees the whole session's items: mark only those in this directory.
+    for item in items:
+        if _HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mailkit_test_environment() -> Iterator[None]:
+    previous = os.environ.get("MAILKIT_TEST_ENVIRONMENT")
+    os.environ["MAILKIT_TEST_ENVIRONMENT"] = "1"
+    yield
+    if previous is None:
+        os.environ.pop("MAILKIT_TEST_ENVIRONMENT", None)
+    else:
+        os.environ["MAILKIT_TEST_ENVIRONMENT"] = previous
+
+
+@pytest.fixture(scope="session")
+def mailstack() -> MailStack:
+    """The running stack (Dovecot + Postfix on loopback), started if needed.
+
+    Settings come from MAILSTACK_ROOT / MAILSTACK_ADDR / MAILSTACK_*_PORT when set.
+    """
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the local mail stack needs Linux (Debian packages, run as root)")
+    try:
+        return MailStack.start()
+    except MailStackError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def clean_mailstack(mailstack: MailStack) -> MailStack:
+    """The stack with every user's mailboxes emptied and Postfix's queue dropped."""
+    mailstack.reset()
+    return mailstack
+
+
+@pytest.fixture
+def ssl_context(mailstack: MailStack) -> ssl.SSLContext:
+    """A verifying client context that trusts only the stack's test CA."""
+    return ssl.create_default_context(cafile=str(mailstack.ca_file))
