@@ -1,23 +1,34 @@
-"""Find the best working SMTP, IMAP and POP3 endpoints for an address (see docs/discovery.md)."""
+"""Find the best working SMTP, IMAP and POP3 endpoints for an address (see docs/discovery.md).
+
+Rule: ``discover_async`` is the one implementation; ``discover`` runs it on a private portal loop
+(so it also works when the caller's thread already runs an event loop).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from .cache import ProfileCache
+from .engine import DiscoveryStats, discover_async
 from .profile import Attempt, Choice, Profile
 
-__all__ = ["Attempt", "Choice", "Profile", "discover", "discover_async"]
+__all__ = [
+    "Attempt",
+    "Choice",
+    "DiscoveryStats",
+    "Profile",
+    "ProfileCache",
+    "discover",
+    "discover_async",
+]
 
 
-async def discover_async(address: str, password: str | None = None, **options: object) -> Profile:
-    """Placeholder until discovery lands: explicit endpoints are required."""
-    from ..errors import ConfigError
+def discover(address: str, password: str | None = None, **options: Any) -> Profile:
+    """Blocking ``discover_async``: same arguments, same result."""
+    from .._portal import Portal
 
-    raise ConfigError(
-        f"no endpoints given for {address} and automatic discovery is not available yet; "
-        "pass smtp=/imap=/pop3= endpoint URLs"
-    )
-
-
-def discover(address: str, password: str | None = None, **options: object) -> Profile:
-    import asyncio
-
-    return asyncio.run(discover_async(address, password, **options))
+    portal = Portal()
+    try:
+        return portal.call(discover_async(address, password, **options))
+    finally:
+        portal.close()
