@@ -1,23 +1,41 @@
-"""IMAP: mailboxes, search, fetch, flags and incremental sync (filled in by the IMAP work)."""
+"""IMAP: mailboxes, search, fetch, flags, IDLE and incremental sync, over imapclient.
+
+Rule: one async implementation (``AsyncIMAP``, imapclient on a worker thread per connection,
+bulk FETCH on a fast path of our own); ``IMAP`` is its blocking face through the account's Portal.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from ._types import (
+    Address,
+    Change,
+    ChangeKind,
+    Envelope,
+    Folder,
+    FolderStatus,
+    Mailbox,
+    Message,
+    SpecialUse,
+)
+from .client import IMAP, AsyncIMAP
+from .mirror import MaildirMirror, maildir_flags
+from .query import Q
+from .state import SyncState
 
-if TYPE_CHECKING:
-    from .._portal import Portal
-    from ..account import AsyncAccount
-
-__all__ = ["IMAP", "AsyncIMAP"]
-
-
-class AsyncIMAP:
-    def __init__(self, account: AsyncAccount, mailbox: str | None = None) -> None:
-        self._account = account
-        self._mailbox = mailbox
-
-
-class IMAP:
-    def __init__(self, async_imap: AsyncIMAP, portal: Portal) -> None:
-        self._async = async_imap
-        self._portal = portal
+__all__ = [
+    "IMAP",
+    "Address",
+    "AsyncIMAP",
+    "Change",
+    "ChangeKind",
+    "Envelope",
+    "Folder",
+    "FolderStatus",
+    "Mailbox",
+    "MaildirMirror",
+    "Message",
+    "Q",
+    "SpecialUse",
+    "SyncState",
+    "maildir_flags",
+]

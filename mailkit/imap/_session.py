@@ -1,0 +1,672 @@
+"""The blocking IMAP session: imapclient for commands and state, ``_wire`` for bulk FETCH and SEARCH.
+
+Rule: every method here runs on the connection's own worker thread (see ``client.py``); every
+imapclient/imaplib/socket error leaves as a MailkitError (``_translated``); every name or string
+that reaches a command line is checked or sent as a literal; the socket always has a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import itertools
+import logging
+import os
+import socket
+import ssl
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO, Any, TypeVar
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient import exceptions as imap_errors
+
+from .._log import log_received, log_sent
+from ..config import Endpoint, OAuth2, Password, Security, check_line_safe
+from ..errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionLost,
+    MailkitError,
+    PermanentError,
+    ProtocolError,
+    Reply,
+    SecurityError,
+    TimeoutError,
+    translate_os_error,
+)
+from . import _wire
+from ._types import FALLBACK_NAMES, Folder, FolderStatus, Mailbox, Message, SpecialUse
+from .query import Q, check_flag
+
+__all__ = ["FetchSpec", "Session"]
+
+log = logging.getLogger("mailkit.imap")
+T = TypeVar("T")
+
+_SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
+
+
+def _reply_from(exc: BaseException) -> Reply:
+    text = str(exc)
+    # imapclient/imaplib say "<command> failed: <server text>"
+    _, sep, server = text.partition(" failed: ")
+    return Reply("imap", "NO", server if sep else text)
+
+
+def _translate(exc: BaseException, where: str) -> MailkitError:
+    """imapclient/imaplib/socket/ssl errors -> MailkitError, most specific first."""
+    if isinstance(exc, MailkitError):
+        return exc
+    if isinstance(exc, imap_errors.LoginError):
+        return AuthenticationError(f"{where}: login refused", reply=_reply_from(exc))
+    if isinstance(exc, imap_errors.CapabilityError):
+        return PermanentError(f"{where}: the server lacks a needed capability ({exc})")
+    if isinstance(exc, (imaplib.IMAP4.abort, imap_errors.IMAPClientAbortError)):
+        text = str(exc)
+        if "EOF" in text or "socket error" in text:
+            return ConnectionLost(f"{where}: connection closed by the server")
+        return ProtocolError(f"{where}: {text}")
+    if isinstance(exc, imap_errors.IMAPClientReadOnlyError):
+        return PermanentError(f"{where}: the mailbox is open read-only")
+    if isinstance(exc, (imaplib.IMAP4.error, imap_errors.IMAPClientError)):
+        reply = _reply_from(exc)
+        return PermanentError(f"{where} refused", reply=reply)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return TimeoutError(f"{where}: timed out")
+    if isinstance(exc, (OSError, EOFError, ssl.SSLError)):
+        return translate_os_error(exc, where)
+    if isinstance(exc, (ValueError, IndexError, KeyError, AssertionError, UnicodeError)):
+        return ProtocolError(f"{where}: unexpected response ({exc.__class__.__name__}: {exc})")
+    return ProtocolError(f"{where}: {exc.__class__.__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _translated(where: str) -> Iterator[None]:
+    try:
+        yield
+    except MailkitError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, where) from exc
+
+
+def check_mailbox_name(name: str) -> str:
+    """Folder names go on the command line (quoted, modified UTF-7): no CR, LF or NUL."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"mailbox name must be a non-empty string, not {name!r}")
+    check_line_safe(name, "mailbox name")
+    return name
+
+
+def _s(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _nstr(value: Any) -> str | None:
+    return None if value is None else _s(value)
+
+
+def _flags(values: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(_s(v) for v in values)
+
+
+def _norm_flags(flags: Iterable[str] | str) -> list[str]:
+    if isinstance(flags, str):
+        flags = [flags]
+    out = []
+    for flag in flags:
+        check_flag(flag)
+        out.append(_SYSTEM_FLAGS.get(flag.lower(), flag))
+    return out
+
+
+def _internal_date(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(_s(value).strip(), "%d-%b-%Y %H:%M:%S %z")
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class FetchSpec:
+    """What to fetch per message. ``part`` is a section like ``"1.2"``; ``body`` the whole message."""
+
+    flags: bool = True
+    size: bool = True
+    envelope: bool = False
+    headers: bool = False
+    bodystructure: bool = False
+    body: bool = False
+    part: str | None = None
+    internal_date: bool = False
+    modseq: bool = False
+
+    def __post_init__(self) -> None:
+        if self.part is not None and not all(p.isdigit() for p in self.part.split(".")):
+            raise ConfigError(f"part must look like '1' or '1.2', not {self.part!r}")
+
+    @property
+    def wants_data(self) -> bool:
+        return self.body or self.part is not None
+
+    def items(self) -> bytes:
+        names = [b"UID"]
+        if self.flags:
+            names.append(b"FLAGS")
+        if self.size:
+            names.append(b"RFC822.SIZE")
+        if self.internal_date:
+            names.append(b"INTERNALDATE")
+        if self.envelope:
+            names.append(b"ENVELOPE")
+        if self.bodystructure:
+            names.append(b"BODYSTRUCTURE")
+        if self.modseq:
+            names.append(b"MODSEQ")
+        if self.headers:
+            names.append(b"BODY.PEEK[HEADER]")
+        if self.body:
+            names.append(b"BODY.PEEK[]")
+        if self.part is not None:
+            names.append(b"BODY.PEEK[%s]" % self.part.encode("ascii"))
+        return b"(" + b" ".join(names) + b")"
+
+
+def message_from_items(items: dict[str, Any], spec: FetchSpec) -> Message:
+    get = items.get
+    flags = get("FLAGS")
+    size = get("RFC822.SIZE")
+    modseq = get("MODSEQ")
+    date = get("INTERNALDATE")
+    data: Any = None
+    if spec.body:
+        data = get("BODY[]")
+    elif spec.part is not None:
+        data = get(f"BODY[{spec.part}]")
+    spooled = isinstance(data, _wire.Spooled)
+    return Message(
+        uid=int(items["UID"]),
+        flags=None
+        if flags is None
+        else tuple(flags)
+        if flags and isinstance(flags[0], str)
+        else _flags(flags),
+        size=None if size is None else int(size),
+        internal_date=None if date is None else _internal_date(date),
+        raw_envelope=get("ENVELOPE"),
+        headers=_as_bytes(get("BODY[HEADER]")),
+        body=None if spooled or data is None else _as_bytes(data),
+        body_path=data.path if spooled else None,
+        bodystructure=get("BODYSTRUCTURE"),
+        modseq=int(modseq[0]) if isinstance(modseq, list) and modseq else None,
+    )
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    """A literal (bytes) or a quoted string (str, from the bulk parser) as the bytes sent."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return value if isinstance(value, bytes) else bytes(value)  # a Literal is bytes: no copy
+
+
+class Session:
+    """One authenticated IMAP connection. Not thread-safe: one worker thread drives it."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        credentials: Password | OAuth2 | None,
+        login_user: str,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        connect_timeout: float | None,
+        command_timeout: float | None,
+        token: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self._credentials = credentials
+        self._user = login_user
+        self._ssl_context = ssl_context
+        self._timeouts = SocketTimeout(connect_timeout, command_timeout)
+        self._token = token
+        self._client: IMAPClient | None = None
+        self._caps: frozenset[str] = frozenset()
+        self.selected: Mailbox | None = None
+        self.broken = False
+
+    # --- connection -------------------------------------------------------------------------
+    @property
+    def client(self) -> IMAPClient:
+        if self._client is None or self.broken:
+            raise ConnectionLost("the IMAP connection is closed")
+        return self._client
+
+    def connect(self) -> None:
+        ep = self.endpoint
+        where = f"IMAP {ep.host}:{ep.port}"
+        try:
+            with _translated(where):
+                if ep.security is Security.TLS:
+                    client = IMAPClient(
+                        ep.host, ep.port, ssl=True, ssl_context=self._ssl_context, timeout=self._timeouts
+                    )
+                else:
+                    client = IMAPClient(ep.host, ep.port, ssl=False, timeout=self._timeouts)
+                self._client = client
+                if ep.security is Security.STARTTLS:
+                    self._starttls(client)
+                self._authenticate(client)
+                self._caps = frozenset(_s(c).upper() for c in client.capabilities())
+                if "QRESYNC" in self._caps:
+                    client.enable("QRESYNC")
+                elif "CONDSTORE" in self._caps and "ENABLE" in self._caps:
+                    client.enable("CONDSTORE")
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def _starttls(self, client: IMAPClient) -> None:
+        caps = {_s(c).upper() for c in client.capabilities()}
+        if "STARTTLS" not in caps:
+            raise SecurityError(f"{self.endpoint.url}: the server does not offer STARTTLS")
+        try:
+            client.starttls(self._ssl_context)
+        except (ssl.SSLError, imap_errors.IMAPClientError, imaplib.IMAP4.error) as exc:
+            err = _translate(exc, "STARTTLS")
+            if isinstance(err, PermanentError):
+                raise SecurityError(f"{self.endpoint.url}: STARTTLS failed: {exc}") from exc
+            raise err from exc
+
+    def _authenticate(self, client: IMAPClient) -> None:
+        creds = self._credentials
+        if creds is None:
+            raise AuthenticationError("no IMAP credentials: pass password= or oauth2=")
+        caps = {_s(c).upper() for c in client.capabilities()}
+        log_sent(log, f"AUTHENTICATE as {self._user}")
+        if isinstance(creds, OAuth2):
+            token = self._token or ""
+            if "AUTH=OAUTHBEARER" in caps:
+                client.oauthbearer_login(self._user, token)
+            elif "AUTH=XOAUTH2" in caps:
+                client.oauth2_login(self._user, token)
+            else:
+                raise AuthenticationError("the IMAP server offers neither OAUTHBEARER nor XOAUTH2")
+            return
+        if "AUTH=PLAIN" in caps:
+            try:
+                client.plain_login(self._user, creds.password)
+            except (imap_errors.IMAPClientError, imaplib.IMAP4.error) as exc:
+                if isinstance(exc, imaplib.IMAP4.abort):
+                    raise
+                raise AuthenticationError("IMAP login refused", reply=_reply_from(exc)) from None
+            return
+        if "LOGINDISABLED" in caps:
+            raise AuthenticationError("the IMAP server disables LOGIN and offers no AUTH=PLAIN")
+        if not (self._user + creds.password).isascii():
+            raise AuthenticationError(
+                "a non-ASCII user name or password needs AUTHENTICATE PLAIN, which the server lacks"
+            )
+        try:
+            client.login(self._user, creds.password)
+        except imap_errors.LoginError as exc:
+            raise AuthenticationError("IMAP login refused", reply=_reply_from(exc)) from None
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self._caps
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._caps
+
+    def logout(self) -> None:
+        if self._client is None:
+            return
+        try:
+            if not self.broken:
+                with contextlib.suppress(Exception):  # closing: the server may be gone already
+                    self._client.logout()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close the socket now (also unblocks a thread stuck reading it)."""
+        client, self._client = self._client, None
+        self.broken = True
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.socket().shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+    def _run(self, where: str, fn: Callable[[], T]) -> T:
+        try:
+            with _translated(where):
+                return fn()
+        except (ConnectionLost, ProtocolError, TimeoutError):
+            # After these the connection's state is unknown: never reuse it.
+            self.shutdown()
+            raise
+
+    # --- folders ----------------------------------------------------------------------------
+    def folders(self, pattern: str = "*") -> list[Folder]:
+        check_line_safe(pattern, "pattern")
+        rows = self._run("LIST", lambda: self.client.list_folders("", pattern))
+        return [Folder(_s(name), _nstr(delim), _flags(flags)) for flags, delim, name in rows]
+
+    def find_folder(self, role: SpecialUse | str) -> Folder | None:
+        role = SpecialUse(role) if not isinstance(role, SpecialUse) else role
+        folders = self.folders()
+        for folder in folders:
+            if folder.special_use is role:
+                return folder
+        names = {n.lower() for n in FALLBACK_NAMES.get(role, ())}
+        for folder in folders:
+            leaf = folder.name.rsplit(folder.delimiter, 1)[-1] if folder.delimiter else folder.name
+            if leaf.lower() in names and folder.selectable:
+                return folder
+        return None
+
+    def create_folder(self, name: str) -> None:
+        check_mailbox_name(name)
+        self._run(f"CREATE {name!r}", lambda: self.client.create_folder(name))
+
+    def rename_folder(self, old: str, new: str) -> None:
+        check_mailbox_name(old)
+        check_mailbox_name(new)
+        self._run(f"RENAME {old!r}", lambda: self.client.rename_folder(old, new))
+
+    def delete_folder(self, name: str) -> None:
+        check_mailbox_name(name)
+        if self.selected is not None and self.selected.name == name:
+            self.unselect()
+        self._run(f"DELETE {name!r}", lambda: self.client.delete_folder(name))
+
+    def subscribe(self, name: str, subscribed: bool = True) -> None:
+        check_mailbox_name(name)
+        if subscribed:
+            self._run(f"SUBSCRIBE {name!r}", lambda: self.client.subscribe_folder(name))
+        else:
+            self._run(f"UNSUBSCRIBE {name!r}", lambda: self.client.unsubscribe_folder(name))
+
+    def subscribed(self) -> list[Folder]:
+        rows = self._run("LSUB", lambda: self.client.list_sub_folders())
+        return [Folder(_s(name), _nstr(delim), _flags(flags)) for flags, delim, name in rows]
+
+    def status(self, name: str) -> FolderStatus:
+        check_mailbox_name(name)
+        what = ["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
+        if self.has("CONDSTORE"):
+            what.append("HIGHESTMODSEQ")
+        data = self._run(f"STATUS {name!r}", lambda: self.client.folder_status(name, what))
+        values = {_s(k).upper(): int(v) for k, v in data.items()}
+        return FolderStatus(
+            name=name,
+            messages=values.get("MESSAGES"),
+            recent=values.get("RECENT"),
+            uidnext=values.get("UIDNEXT"),
+            uidvalidity=values.get("UIDVALIDITY"),
+            unseen=values.get("UNSEEN"),
+            highestmodseq=values.get("HIGHESTMODSEQ"),
+        )
+
+    # --- selection --------------------------------------------------------------------------
+    def select(self, name: str, *, readonly: bool = False) -> Mailbox:
+        check_mailbox_name(name)
+        data = self._run(f"SELECT {name!r}", lambda: self.client.select_folder(name, readonly=readonly))
+        values = {_s(k).upper(): v for k, v in data.items()}
+        if "UIDVALIDITY" not in values:
+            raise ProtocolError(f"SELECT {name!r}: the server sent no UIDVALIDITY")
+        modseq = values.get("HIGHESTMODSEQ")
+        if "NOMODSEQ" in values:
+            modseq = None
+        self.selected = Mailbox(
+            name=name,
+            exists=int(values.get("EXISTS", 0)),
+            uidvalidity=int(values["UIDVALIDITY"]),
+            uidnext=None if values.get("UIDNEXT") is None else int(values["UIDNEXT"]),
+            highestmodseq=None if modseq is None else int(modseq),
+            flags=_flags(values.get("FLAGS", ())),
+            permanent_flags=_flags(values.get("PERMANENTFLAGS", ())),
+            read_only="READ-ONLY" in values or readonly,
+        )
+        return self.selected
+
+    def unselect(self) -> None:
+        if self.selected is None:
+            return
+        if self.has("UNSELECT"):
+            self._run("UNSELECT", lambda: self.client.unselect_folder())
+        else:
+            # CLOSE would expunge \Deleted messages; EXAMINE of a mailbox leaves it harmlessly.
+            self._run("EXAMINE", lambda: self.client.select_folder(self.selected.name, True))  # type: ignore[union-attr]
+        self.selected = None
+
+    def _require_selected(self) -> Mailbox:
+        if self.selected is None:
+            raise ConfigError("no mailbox selected: call select(NAME) first")
+        return self.selected
+
+    # --- raw wire commands (bulk paths) -----------------------------------------------------
+    def raw_command(
+        self,
+        segments: list[bytes],
+        what: str,
+        on_untagged: Callable[[bytes, bytes, list[Any]], None],
+        *,
+        spool: _wire.Spool | None = None,
+        spool_over: int = 8 << 20,
+        fetch_responses: list[list[bytes | _wire.Literal | _wire.Spooled]] | None = None,
+    ) -> None:
+        """Send one command on the imaplib socket and read its responses up to our tag.
+
+        FETCH responses go unparsed into ``fetch_responses`` when given (parsed later in bulk).
+        """
+        self._require_selected()
+        imap = self.client._imap
+        reader = imap.file
+
+        def run() -> None:
+            tag = _wire.new_tag()
+            log_sent(
+                log,
+                tag + b" " + b"".join(s if not isinstance(s, _wire.Literal) else b"{..}" for s in segments),
+            )
+            _wire.send_command(imap, reader, tag, segments, literal_plus=self.has("LITERAL+"))
+            prefix = tag + b" "
+            while True:
+                parts = _wire.read_response(reader, spool=spool, spool_over=spool_over)
+                first = parts[0]
+                assert isinstance(first, bytes)
+                if first.startswith(prefix):
+                    log_received(log, first)
+                    _wire.tagged_status(first, tag, what)
+                    return
+                if fetch_responses is not None and b" FETCH (" in first[:40]:
+                    fetch_responses.append(parts)
+                    continue
+                if first.startswith(b"* "):
+                    number, name, rest = _wire.untagged(parts)
+                    if name == b"BYE":
+                        raise ConnectionLost(f"{what}: the server said BYE: {_s(first[6:]).strip()}")
+                    on_untagged(number, name, rest)
+                elif first.startswith(b"+"):
+                    raise ProtocolError(f"{what}: unexpected continuation request")
+                else:
+                    raise ProtocolError(f"{what}: unexpected line {first[:60]!r}")
+
+        try:
+            self._run(what, run)
+        except PermanentError:
+            raise
+        except MailkitError:
+            self.shutdown()
+            raise
+        except BaseException:
+            self.shutdown()  # interrupted mid-response: the stream position is unknown
+            raise
+
+    def uid_fetch(
+        self,
+        uid_set: bytes,
+        items: bytes,
+        *,
+        modifiers: bytes = b"",
+        spool: _wire.Spool | None = None,
+        spool_over: int = 8 << 20,
+        on_vanished: Callable[[list[int]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """``UID FETCH uid_set items [modifiers]`` -> the FETCH item dicts that carry a UID."""
+        responses: list[list[bytes | _wire.Literal | _wire.Spooled]] = []
+
+        def handle(number: bytes, name: bytes, rest: list[Any]) -> None:
+            if name == b"VANISHED" and on_vanished is not None:
+                earlier = bool(rest) and isinstance(rest[0], list)
+                uids = rest[1] if earlier and len(rest) > 1 else (rest[0] if not earlier else None)
+                if isinstance(uids, bytes):
+                    on_vanished(_wire.parse_sequence_set(uids))
+
+        command = [b"UID FETCH ", uid_set, b" ", items]
+        if modifiers:
+            command += [b" ", modifiers]
+        self.raw_command(
+            command, "UID FETCH", handle, spool=spool, spool_over=spool_over, fetch_responses=responses
+        )
+        try:
+            rows = _wire.parse_fetch_batch(responses)
+        except (ValueError, TypeError, ProtocolError) as exc:
+            self.shutdown()  # a server that sends garbage is not trusted with the next command
+            raise ProtocolError(f"UID FETCH: malformed response ({exc})") from None
+        return [row for row in rows if "UID" in row]
+
+    # --- search -----------------------------------------------------------------------------
+    def search(self, query: Q | str | None = None) -> list[int]:
+        """UIDs matching ``query`` (a ``Q``, or IMAP syntax as text; default: all)."""
+        q = Q.all() if query is None else (Q.raw(query) if isinstance(query, str) else query)
+        found: list[int] = []
+
+        def handle(number: bytes, name: bytes, rest: list[Any]) -> None:
+            if name == b"SEARCH":
+                found.extend(int(t) for t in rest if isinstance(t, bytes) and t.isdigit())
+            elif name == b"ESEARCH":
+                for key, value in itertools.pairwise(rest):
+                    if isinstance(key, bytes) and key.upper() == b"ALL" and isinstance(value, bytes):
+                        found.extend(_wire.parse_sequence_set(value))
+
+        self.raw_command([b"UID SEARCH ", *q.segments()], "UID SEARCH", handle)
+        return sorted(set(found))
+
+    # --- fetch ------------------------------------------------------------------------------
+    def fetch(
+        self,
+        uids: Iterable[int],
+        spec: FetchSpec,
+        *,
+        spool_dir: str | None = None,
+        stream_over: int = 8 << 20,
+    ) -> list[Message]:
+        """One batch: the caller (``client.py``) sizes batches by count and bytes."""
+        uid_list = sorted(set(uids))
+        if not uid_list:
+            return []
+        spool = _spooler(spool_dir) if spec.wants_data else None
+        rows = self.uid_fetch(_wire.sequence_set(uid_list), spec.items(), spool=spool, spool_over=stream_over)
+        wanted = set(uid_list)
+        msgs = [message_from_items(r, spec) for r in rows]
+        return sorted((m for m in msgs if m.uid in wanted), key=lambda m: m.uid)
+
+    def sizes(self, uid_set: bytes) -> list[tuple[int, int, tuple[str, ...]]]:
+        """(uid, size, flags) for a UID set: the cheap first step of batching by bytes."""
+        rows = self.uid_fetch(uid_set, b"(UID RFC822.SIZE FLAGS)")
+        return sorted((int(r["UID"]), int(r.get("RFC822.SIZE", 0)), _flags(r.get("FLAGS", ()))) for r in rows)
+
+    # --- flags, copy, move, delete, append ---------------------------------------------------
+    def store_flags(self, uids: Iterable[int], flags: Iterable[str] | str, op: str) -> None:
+        self._require_selected()
+        uid_list = sorted(set(uids))
+        if not uid_list:
+            return
+        names = _norm_flags(flags)
+        client = self.client
+        fn = {"add": client.add_flags, "remove": client.remove_flags, "set": client.set_flags}[op]
+        self._run(f"UID STORE {op}", lambda: fn(uid_list, names, silent=True))
+
+    def copy(self, uids: Iterable[int], destination: str) -> None:
+        self._require_selected()
+        check_mailbox_name(destination)
+        uid_list = sorted(set(uids))
+        if uid_list:
+            self._run(f"UID COPY to {destination!r}", lambda: self.client.copy(uid_list, destination))
+
+    def move(self, uids: Iterable[int], destination: str) -> None:
+        """MOVE when offered; else COPY + \\Deleted + UID EXPUNGE (only these UIDs) with UIDPLUS.
+
+        Without MOVE or UIDPLUS there is no way to remove only our messages (a plain EXPUNGE
+        would also remove other clients' \\Deleted ones), so that case is refused.
+        """
+        self._require_selected()
+        check_mailbox_name(destination)
+        uid_list = sorted(set(uids))
+        if not uid_list:
+            return
+        if self.has("MOVE"):
+            self._run(f"UID MOVE to {destination!r}", lambda: self.client.move(uid_list, destination))
+            return
+        if not self.has("UIDPLUS"):
+            raise PermanentError(
+                "the server has neither MOVE nor UIDPLUS: a safe move is impossible "
+                "(use copy() and delete yourself)"
+            )
+        self.copy(uid_list, destination)
+        self.expunge_uids(uid_list)
+
+    def expunge_uids(self, uids: Iterable[int]) -> None:
+        uid_list = sorted(set(uids))
+        if not uid_list:
+            return
+        if not self.has("UIDPLUS"):
+            raise PermanentError("UID EXPUNGE needs UIDPLUS; a plain EXPUNGE would remove others' mail")
+        self.store_flags(uid_list, ["\\Deleted"], "add")
+        self._run("UID EXPUNGE", lambda: self.client.uid_expunge(uid_list))
+
+    def append(
+        self,
+        mailbox: str,
+        raw: bytes,
+        *,
+        flags: Iterable[str] = (),
+        date: datetime | None = None,
+    ) -> int | None:
+        """APPEND; returns the new UID when the server has UIDPLUS (APPENDUID), else None."""
+        check_mailbox_name(mailbox)
+        names = _norm_flags(flags)
+        result = self._run(
+            f"APPEND to {mailbox!r}",
+            lambda: self.client.append(mailbox, raw, flags=names, msg_time=date),
+        )
+        text = _s(result)
+        if "APPENDUID" in text.upper():
+            try:
+                return int(text.upper().split("APPENDUID", 1)[1].split("]", 1)[0].split()[1])
+            except (IndexError, ValueError):
+                return None
+        return None
+
+    def noop(self) -> None:
+        self._run("NOOP", lambda: self.client.noop())
+
+
+def _spooler(spool_dir: str | None) -> _wire.Spool:
+    def spool(size: int) -> tuple[str, IO[bytes]]:
+        fd, path = tempfile.mkstemp(prefix="mailkit-imap-", suffix=".eml", dir=spool_dir)
+        return path, os.fdopen(fd, "wb")
+
+    return spool
