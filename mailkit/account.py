@@ -35,8 +35,13 @@ from .errors import ConfigError, MailkitError, SecurityError
 from .tls import InsecureWarning, create_ssl_context
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+    from email.message import EmailMessage
+
     from .imap import IMAP, AsyncIMAP
     from .pop3 import POP3, AsyncPOP3
+    from .smtp import SendResult
+    from .smtp.bulk import BulkItem
 
 __all__ = ["Account", "AccountSettings", "AsyncAccount"]
 
@@ -262,6 +267,26 @@ class AsyncAccount:
 
         return AsyncIMAP(self, mailbox)
 
+    async def send(self, message: EmailMessage | bytes | None = None, **parts: Any) -> SendResult:
+        """Send one message (see ``mailkit.smtp``): ``await acct.send(to=..., subject=..., text=...)``."""
+        self._check_open()
+        from .smtp import smtp_for
+
+        return await smtp_for(self).send(message, **parts)
+
+    async def send_many(
+        self, messages: Iterable[BulkItem] | AsyncIterable[BulkItem], **options: Any
+    ) -> AsyncIterator[SendResult]:
+        """Send a campaign; yields a SendResult per message as each completes (see ``mailkit.smtp``)."""
+        self._check_open()
+        from contextlib import aclosing
+
+        from .smtp import smtp_for
+
+        async with aclosing(smtp_for(self).send_many(messages, **options)) as results:
+            async for result in results:
+                yield result
+
     async def aclose(self) -> None:
         """Close every connection this account opened; the account cannot be used afterwards."""
         if self._closed:
@@ -337,6 +362,14 @@ class Account:
         from .imap import IMAP
 
         return IMAP(self._async.imap(mailbox), self._portal)
+
+    def send(self, message: EmailMessage | bytes | None = None, **parts: Any) -> SendResult:
+        return self._portal.call(self._async.send(message, **parts))
+
+    def send_many(
+        self, messages: Iterable[BulkItem] | AsyncIterable[BulkItem], **options: Any
+    ) -> Iterator[SendResult]:
+        return self._portal.iterate(self._async.send_many(messages, **options))
 
     def close(self) -> None:
         self._portal.close(self._async.aclose())
