@@ -21,6 +21,17 @@ from .errors import (
     TLSError,
     TransientError,
 )
+from .smtp import (
+    DeliveryUnknownError,
+    JournalStore,
+    RecipientsDeferredError,
+    RecipientsRefusedError,
+    SendDeferredError,
+    SendRefusedError,
+    SendResult,
+    SMTPUTF8RequiredError,
+    SQLiteJournal,
+)
 from .tls import InsecureWarning, create_ssl_context
 
 __all__ = [
@@ -34,8 +45,10 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ConnectionLost",
+    "DeliveryUnknownError",
     "Endpoint",
     "InsecureWarning",
+    "JournalStore",
     "MailkitError",
     "OAuth2",
     "Password",
@@ -43,9 +56,16 @@ __all__ = [
     "Profile",
     "Protocol",
     "ProtocolError",
+    "RecipientsDeferredError",
+    "RecipientsRefusedError",
     "Reply",
+    "SMTPUTF8RequiredError",
+    "SQLiteJournal",
     "Security",
     "SecurityError",
+    "SendDeferredError",
+    "SendRefusedError",
+    "SendResult",
     "StateError",
     "TLSError",
     "TimeoutError",

@@ -227,7 +227,10 @@ class AsyncAccount:
         profile = self.settings.profile or await self._discover()
         choice = profile.choice(protocol)
         if choice is None:
-            raise ConfigError(f"no working {protocol.value} server is known for {self.address}")
+            # The profile knows why (plaintext only, bad certificate, timeouts): say that.
+            raise profile.failure(protocol) or ConfigError(
+                f"no working {protocol.value} server is known for {self.address}"
+            )
         return choice.endpoint
 
     async def _discover(self) -> Profile:
@@ -235,10 +238,13 @@ class AsyncAccount:
             if self._discovered is None:
                 from .discovery import discover_async
 
-                password = self.settings.credentials
+                credentials = self.settings.credentials
                 self._discovered = await discover_async(
                     self.address,
-                    password.password if isinstance(password, Password) else None,
+                    credentials.password if isinstance(credentials, Password) else None,
+                    user=credentials.user if credentials is not None else None,
+                    # Only what was not given explicitly needs finding.
+                    protocols=[p for p in Protocol if p not in self.settings.endpoints],
                     ca_file=self.settings.ca_file,
                     allow_insecure=self.settings.allow_insecure,
                     timeouts=self.settings.timeouts,

@@ -423,7 +423,7 @@ async def discover_async(
     """Find the best working endpoint per protocol for ``address``; see docs/discovery.md."""
     domain = _domain_of(address, test_environment)
     if password is not None:
-        check_line_safe(password, "password")
+        check_line_safe(password, "password", secret=True)
     if user is not None:
         check_line_safe(user, "user name")
     if not stagger >= 0 or not total_timeout > 0:
