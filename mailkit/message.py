@@ -46,7 +46,8 @@ _POLICY = email.policy.SMTP.clone(cte_type="7bit")
 _POLICY_UTF8 = email.policy.SMTPUTF8.clone(cte_type="7bit")
 
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-_LONG_LINE = re.compile(rb"[^\r\n]{%d}" % (MAX_LINE + 1))
+# Anchored at line starts: unanchored, the engine retries at every offset (seconds per MB).
+_LONG_LINE = re.compile(rb"^[^\r\n]{%d}" % (MAX_LINE + 1), re.MULTILINE)
 _BARE_EOL = re.compile(rb"\r\n|\r|\n")
 _QUEUE_HEADERS = {"bcc", "resent-bcc"}
 

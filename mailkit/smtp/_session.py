@@ -156,13 +156,24 @@ async def open_session(config: SessionConfig) -> Session:
         if transport is None:
             raise MailkitError(f"{where}: no transport after connecting")
     except asyncio.CancelledError:
-        client.close()
+        _abort(client, sock)
         raise
     except Exception as exc:
-        client.close()
+        _abort(client, sock)
         raise translate(exc, f"{where}: {step}") from exc
     wire = Wire(transport, where)  # type: ignore[arg-type]
     return Session(wire, caps, endpoint)
+
+
+def _abort(client: aiosmtplib.SMTP, sock: socket.socket) -> None:
+    # A failed session is dropped at once: client.close() alone starts a polite TLS shutdown that
+    # waits (up to asyncio's 30 s) for a peer that may never answer, keeping the socket open.
+    transport = client.transport
+    if transport is not None:
+        transport.abort()
+    client.close()
+    with contextlib.suppress(OSError):
+        sock.close()
 
 
 def _set_quickack(sock: socket.socket) -> None:

@@ -142,18 +142,10 @@ async def run_call(acct: AsyncAccount, scheme: str) -> None:
             await acct.send(to="bob@example.test", subject="faults", text="x")
 
 
-SMTP_CLOSE_BUG = (
-    "BUG (smtp/_session.py open_session error path): after a timeout, client.close() starts a graceful "
-    "TLS shutdown that waits for the unresponsive peer, so the socket stays open (asyncio's SSL "
-    "shutdown timeout is 30 s); abort the transport on failure"
-)
 CASES = [
     pytest.param(
         scheme,
         name,
-        marks=[pytest.mark.xfail(strict=True, reason=SMTP_CLOSE_BUG)]
-        if (scheme, name) == ("smtps", "stall-up")
-        else [],
         id=f"{scheme}-{name}",
     )
     for scheme in ("imaps", "pop3s", "smtps")
