@@ -169,7 +169,7 @@ def _abort(client: aiosmtplib.SMTP, sock: socket.socket) -> None:
     # A failed session is dropped at once: client.close() alone starts a polite TLS shutdown that
     # waits (up to asyncio's 30 s) for a peer that may never answer, keeping the socket open.
     transport = client.transport
-    if transport is not None:
+    if isinstance(transport, asyncio.WriteTransport):
         transport.abort()
     client.close()
     with contextlib.suppress(OSError):
