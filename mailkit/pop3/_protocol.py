@@ -1,0 +1,512 @@
+"""The POP3 protocol core, sans I/O: commands out as bytes, received bytes in, responses out.
+
+Rule: nothing here touches a socket or a clock. The core matches responses to the commands it
+sent, in order (so pipelined commands need no extra bookkeeping), reads multi-line responses in
+bulk and dot-unstuffs them in one pass, and refuses a peer that breaks the protocol or sends more
+than the limits allow with ``ProtocolError`` carrying what the server said.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections import deque
+from dataclasses import dataclass, field
+
+from ..config import check_line_safe
+from ..errors import ConfigError, ConnectionLost, ProtocolError, Reply
+
+__all__ = [
+    "NEED_DATA",
+    "Capabilities",
+    "Command",
+    "Continuation",
+    "Limits",
+    "POP3Core",
+    "Response",
+    "apop_digest",
+    "parse_capa",
+    "parse_scan_listing",
+    "parse_stat",
+    "parse_uidl_listing",
+    "sasl_login",
+    "sasl_oauthbearer",
+    "sasl_plain",
+    "sasl_xoauth2",
+    "unstuff",
+]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what the server may send, in bytes; over a cap the connection is dropped.
+
+    ``max_line`` bounds a status line (RFC 1939 allows 512 octets; servers send more text in
+    practice), ``max_response`` a multi-line listing (CAPA, LIST, UIDL) and ``max_message`` one
+    RETR or TOP body. Lines inside a message body have no cap of their own.
+    """
+
+    max_line: int = 64 * 1024
+    max_response: int = 64 * 1024 * 1024
+    max_message: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_line", "max_response", "max_message"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 64:
+                raise ConfigError(f"limit {name!r} must be an integer of at least 64: {value!r}")
+
+
+# Commands whose +OK starts a multi-line response. LIST and UIDL are multi-line without an argument.
+_MULTILINE = frozenset({"CAPA", "RETR", "TOP"})
+_MULTILINE_WITHOUT_ARG = frozenset({"LIST", "UIDL"})
+_SECRET = frozenset({"PASS", "APOP", "AUTH"})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One command line. ``secret`` commands are never logged in full."""
+
+    verb: str
+    args: tuple[str, ...] = ()
+    # A SASL continuation line (no verb): the raw line to send.
+    raw: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.raw is not None:
+            check_line_safe(self.raw, "SASL response", secret=True)
+            return
+        if not self.verb.isalpha() or not self.verb.isascii():
+            raise ConfigError(f"invalid POP3 command {self.verb!r}")
+        if all(arg.isdigit() and arg.isascii() for arg in self.args):
+            return  # message numbers (the bulk of a download): nothing to smuggle
+        for arg in self.args:
+            check_line_safe(arg, f"{self.verb} argument", secret=self.secret)
+            if " " in arg or not arg:
+                shown = "" if self.secret else f": {arg!r}"
+                raise ConfigError(f"{self.verb} argument must be a non-empty word{shown}")
+
+    @classmethod
+    def continuation(cls, text: str) -> Command:
+        return cls("", raw=text)
+
+    @property
+    def multiline(self) -> bool:
+        """Whether a +OK to this command is followed by lines up to a lone '.'."""
+        if self.verb in _MULTILINE:
+            return True
+        return self.verb in _MULTILINE_WITHOUT_ARG and not self.args
+
+    @property
+    def secret(self) -> bool:
+        return self.raw is not None or self.verb in _SECRET
+
+    @property
+    def is_body(self) -> bool:
+        """RETR and TOP carry a message: their cap is ``max_message``."""
+        return self.verb in ("RETR", "TOP")
+
+    def line(self) -> bytes:
+        text = self.raw if self.raw is not None else " ".join((self.verb, *self.args))
+        return text.encode("utf-8") + b"\r\n"
+
+    def __str__(self) -> str:
+        if self.raw is not None:
+            return "<SASL response>"
+        if self.verb == "PASS" or self.verb == "APOP":
+            return f"{self.verb} ***"
+        if self.verb == "AUTH" and len(self.args) > 1:
+            return f"AUTH {self.args[0]} ***"
+        return " ".join((self.verb, *self.args))
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A complete response. ``body`` is the dot-unstuffed multi-line part, or None."""
+
+    command: Command | None  # None: the greeting
+    ok: bool
+    text: str
+    body: bytes | None = None
+
+    @property
+    def reply(self) -> Reply:
+        return Reply("pop3", "+OK" if self.ok else "-ERR", self.text)
+
+    def lines(self) -> list[bytes]:
+        """The body's lines without their line endings (for listings)."""
+        if not self.body:
+            return []
+        return self.body.replace(b"\r\n", b"\n").split(b"\n")[:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """A SASL challenge ('+ base64') during AUTH; the command is still waiting for its answer."""
+
+    command: Command
+    challenge: bytes
+
+
+class _NeedData:
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()
+_PART = 256 * 1024  # a body in progress moves out of the buffer in parts of this size or more
+_DIRECT = 8 * 1024  # chunks this big, arriving in the middle of a body, are scanned in place
+Event = Response | Continuation | _NeedData
+
+
+def unstuff(raw: bytes) -> bytes:
+    """Remove the leading '.' RFC 1939 adds to every body line that starts with one.
+
+    ``raw`` starts at the beginning of a line and excludes the terminating '.' line.
+    """
+    if b"\n." in raw:
+        raw = raw.replace(b"\n.", b"\n")
+    if raw[:1] == b".":
+        raw = raw[1:]
+    return raw
+
+
+class POP3Core:
+    """The state of one POP3 connection as seen by the client.
+
+    ``send(command)`` gives the bytes to write and queues the command; ``receive_data(data)``
+    and ``receive_eof()`` feed what arrived; ``next_event()`` returns a ``Response``, a
+    ``Continuation`` or ``NEED_DATA``.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._buffer = bytearray()
+        self._pending: deque[Command | None] = deque([None])  # the greeting comes first
+        self._eof = False
+        # Multi-line response in progress: (command, ok text, body start, where to search next).
+        self._body: tuple[Command, str, int] | None = None
+        self._scan = 0
+        self._parts: list[bytes | memoryview] = []
+        self._parts_size = 0
+        self._stuffed = False
+        self._ready: memoryview | None = None  # what followed a body end found by _body_chunk
+
+    # -- outgoing ------------------------------------------------------------------------------
+
+    def send(self, command: Command) -> bytes:
+        if self._eof:
+            raise ConnectionLost("the POP3 server closed the connection")
+        self._pending.append(command)
+        return command.line()
+
+    @property
+    def pending(self) -> int:
+        """Commands (or the greeting) whose response has not been returned yet."""
+        return len(self._pending)
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet consumed by an event."""
+        return len(self._buffer)
+
+    @property
+    def in_body(self) -> bool:
+        """A multi-line response has started and its end has not arrived yet."""
+        return self._body is not None
+
+    # -- incoming ------------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._eof = True
+        elif self._parts and self._ready is None and len(self._buffer) <= 3 and len(data) >= _DIRECT:
+            self._body_chunk(data)
+        else:
+            self._buffer += data
+
+    def _body_chunk(self, data: bytes) -> None:
+        """A big chunk in the middle of a big body: scanned where it is and kept as a view, not
+        copied into the buffer and out again (a 25 MB message is then copied once, by the join).
+
+        The buffer holds at most the last 3 bytes seen (a terminator may start there).
+        """
+        tail = bytes(self._buffer)
+        self._scan = 0
+        view = memoryview(data)
+        head = tail + data[:4]
+        # (where the terminator starts in head or data, its length) or None
+        end: tuple[bytes, int, int] | None = None
+        found = head.find(b"\n.")
+        while 0 <= found < len(tail):
+            after = head[found + 2 : found + 4]
+            if after[:1] == b"\n" or after == b"\r\n":
+                end = (head, found, 3 if after[:1] == b"\n" else 4)
+                break
+            self._stuffed = True
+            found = head.find(b"\n.", found + 1)
+        if end is None:
+            found = data.find(b"\n.")
+            while found >= 0:
+                after = data[found + 2 : found + 4]
+                if after[:1] == b"\n" or after == b"\r\n":
+                    end = (data, found, 3 if after[:1] == b"\n" else 4)
+                    break
+                if len(after) < 2 and (after == b"\r" or not after):
+                    break  # undecided: it stays in the tail
+                self._stuffed = True
+                found = data.find(b"\n.", found + 2)
+        self._buffer.clear()
+        if end is None:
+            self._add_part(tail)
+            self._add_part(view[:-3])
+            self._buffer += data[-3:]
+        elif end[0] is head:
+            _, at, length = end
+            self._add_part(tail[: at + 1])
+            self._ready = view[at + length - len(tail) :]
+        else:
+            _, at, length = end
+            self._add_part(tail)
+            self._add_part(view[: at + 1])
+            self._ready = view[at + length :]
+
+    def _add_part(self, part: bytes | memoryview) -> None:
+        if len(part):
+            self._parts.append(part)
+            self._parts_size += len(part)
+
+    def receive_eof(self) -> None:
+        self._eof = True
+
+    def next_event(self) -> Event:
+        if self._body is not None:
+            return self._next_body()
+        buf = self._buffer
+        if not buf:
+            return self._need_data()
+        end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) > self.limits.max_line:
+                raise ProtocolError(
+                    f"POP3 server sent a status line longer than {self.limits.max_line} bytes"
+                )
+            return self._need_data()
+        if end > self.limits.max_line:
+            raise ProtocolError(f"POP3 server sent a status line longer than {self.limits.max_line} bytes")
+        line = bytes(buf[:end]).rstrip(b"\r")
+        if not self._pending:
+            raise ProtocolError(
+                f"POP3 server sent data nobody asked for: {_show(line)}",
+                reply=Reply("pop3", None, _text(line)),
+            )
+        command = self._pending[0]
+        if line.startswith(b"+OK"):
+            ok = True
+            text = _text(line[3:]).strip()
+        elif line.startswith(b"-ERR"):
+            ok = False
+            text = _text(line[4:]).strip()
+        elif line[:1] == b"+" and command is not None and (command.verb == "AUTH" or command.raw is not None):
+            # The exchange goes on with the client's continuation line, which the caller sends
+            # next: that one waits for the final answer.
+            del buf[: end + 1]
+            self._pending.popleft()
+            challenge = line[1:].strip()
+            try:
+                decoded = base64.b64decode(challenge, validate=True)
+            except ValueError:
+                raise ProtocolError(f"POP3 server sent an invalid SASL challenge: {_show(line)}") from None
+            return Continuation(command, decoded)
+        else:
+            raise ProtocolError(
+                f"POP3 server sent a malformed response to {command or 'the connection'}: {_show(line)}",
+                reply=Reply("pop3", None, _text(line)),
+            )
+        del buf[: end + 1]
+        if ok and command is not None and command.multiline:
+            self._body = (command, text, 0)
+            self._scan = 0
+            return self._next_body()
+        self._pending.popleft()
+        return Response(command, ok, text)
+
+    def _next_body(self) -> Event:
+        assert self._body is not None
+        command, text, _ = self._body
+        buf = self._buffer
+        if self._ready is not None:
+            # _body_chunk found the end: what followed it (and anything received since, already
+            # in the buffer) starts the next response.
+            buf[:0] = self._ready
+            self._ready = None
+            return self._finish(command, text, self._joined())
+        if not self._parts and (buf[:3] == b".\r\n" or buf[:2] == b".\n"):
+            # Empty body: the terminator is the first line.
+            del buf[: 3 if buf[1:2] == b"\r" else 2]
+            return self._finish(command, text, b"")
+        # Find "\n.\r\n" (also "\n.\n" from LF-only servers) from where the last search stopped;
+        # any other "\n." is a stuffed line, noted so that unstuffing is skipped when there is none.
+        found = buf.find(b"\n.", self._scan)
+        while found >= 0:
+            after = buf[found + 2 : found + 4]
+            if after[:1] == b"\n" or after == b"\r\n":
+                self._parts.append(bytes(buf[: found + 1]))
+                del buf[: found + (3 if after[:1] == b"\n" else 4)]
+                return self._finish(command, text, self._joined())
+            if len(after) < 2 and (after == b"\r" or not after):
+                break  # the rest of a possible terminator is yet to come
+            self._stuffed = True
+            found = buf.find(b"\n.", found + 2)
+        limit = self.limits.max_message if command.is_body else self.limits.max_response
+        if self._parts_size + len(buf) > limit + 5:
+            raise ProtocolError(f"POP3 response to {command} is larger than {limit} bytes")
+        if len(buf) > _PART:
+            # Move all but the last bytes (a terminator may be starting there) out of the
+            # buffer: a big body then grows as a list of parts, joined once, not by reallocation.
+            part = bytes(buf[:-3])
+            del buf[:-3]
+            self._parts.append(part)
+            self._parts_size += len(part)
+            self._scan = 0
+        else:
+            self._scan = max(0, len(buf) - 3)
+        return self._need_data()
+
+    def _joined(self) -> bytes:
+        parts = self._parts
+        raw = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        stuffed = self._stuffed or raw[:1] == b"."
+        return unstuff(raw) if stuffed else raw
+
+    def _finish(self, command: Command, text: str, body: bytes) -> Response:
+        self._body = None
+        self._scan = 0
+        self._parts = []
+        self._parts_size = 0
+        self._stuffed = False
+        self._pending.popleft()
+        return Response(command, True, text, body)
+
+    def _need_data(self) -> _NeedData:
+        if self._eof and self._pending:
+            what = self._pending[0]
+            raise ConnectionLost(
+                f"the POP3 server closed the connection while we waited for the "
+                f"response to {what or 'the greeting'}"
+            )
+        return NEED_DATA
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _show(line: bytes, limit: int = 200) -> str:
+    text = repr(line[:limit])
+    return text + ("..." if len(line) > limit else "")
+
+
+# -- parsing the answers -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What CAPA listed: names upper-cased, each with its arguments."""
+
+    items: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.upper() in self.items
+
+    @property
+    def sasl(self) -> tuple[str, ...]:
+        return tuple(m.upper() for m in self.items.get("SASL", ()))
+
+    @property
+    def pipelining(self) -> bool:
+        return "PIPELINING" in self.items
+
+
+def parse_capa(response: Response) -> Capabilities:
+    items: dict[str, tuple[str, ...]] = {}
+    for raw in response.lines():
+        words = _text(raw).split()
+        if words:
+            items[words[0].upper()] = tuple(words[1:])
+    return Capabilities(items)
+
+
+def _bad(response: Response, what: str) -> ProtocolError:
+    return ProtocolError(f"POP3 server sent a malformed {what}", reply=response.reply)
+
+
+def parse_stat(response: Response) -> tuple[int, int]:
+    """'+OK count size' -> (count, size)."""
+    words = response.text.split()
+    if len(words) < 2 or not words[0].isdigit() or not words[1].isdigit():
+        raise _bad(response, "STAT reply")
+    return int(words[0]), int(words[1])
+
+
+def parse_scan_listing(response: Response) -> dict[int, int]:
+    """LIST -> {message number: size in octets}."""
+    sizes: dict[int, int] = {}
+    for raw in response.lines():
+        words = raw.split()
+        if len(words) < 2 or not words[0].isdigit() or not words[1].isdigit():
+            raise ProtocolError(f"POP3 server sent a malformed LIST line: {_show(raw)}")
+        sizes[int(words[0])] = int(words[1])
+    return sizes
+
+
+_UIDL_CHARS = re.compile(rb"^[\x21-\x7e]{1,70}$")
+
+
+def parse_uidl_listing(response: Response) -> dict[int, str]:
+    """UIDL -> {message number: unique id}; ids are 1-70 printable characters (RFC 1939)."""
+    ids: dict[int, str] = {}
+    for raw in response.lines():
+        words = raw.split()
+        if len(words) < 2 or not words[0].isdigit() or not _UIDL_CHARS.match(words[1]):
+            raise ProtocolError(f"POP3 server sent a malformed UIDL line: {_show(raw)}")
+        ids[int(words[0])] = words[1].decode("ascii")
+    return ids
+
+
+# -- authentication payloads -----------------------------------------------------------------------
+
+_TIMESTAMP = re.compile(r"<[^<>\s]*@[^<>\s]*>")
+
+
+def apop_digest(greeting: str, password: str) -> str | None:
+    """The APOP digest for ``password``, or None if the greeting has no timestamp."""
+    match = _TIMESTAMP.search(greeting)
+    if match is None:
+        return None
+    data = (match.group(0) + password).encode("utf-8")
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def sasl_plain(user: str, password: str) -> str:
+    return _b64(b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8"))
+
+
+def sasl_login(user: str, password: str, challenge: bytes) -> str:
+    """LOGIN answers 'Username:' then 'Password:' (servers vary: anything else is the password)."""
+    if b"user" in challenge.lower():
+        return _b64(user.encode("utf-8"))
+    return _b64(password.encode("utf-8"))
+
+
+def sasl_xoauth2(user: str, token: str) -> str:
+    return _b64(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
+
+
+def sasl_oauthbearer(user: str, token: str) -> str:
+    return _b64(f"n,a={user},\x01auth=Bearer {token}\x01\x01".encode())

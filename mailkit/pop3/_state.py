@@ -1,0 +1,113 @@
+"""Which POP3 messages are already saved: a SQLite table of UIDLs per account.
+
+Rule: a UIDL is recorded only after its message is durably saved, in a committed transaction
+(WAL, synchronous=FULL) that completes before any DELE for it is sent. One file may serve several
+accounts: rows are keyed by account, so a state file is never read as another account's.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import StateError
+
+__all__ = ["UIDLState"]
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pop3_saved (
+    account TEXT NOT NULL,
+    uidl TEXT NOT NULL,
+    saved_at REAL NOT NULL,
+    location TEXT NOT NULL,
+    PRIMARY KEY (account, uidl)
+) WITHOUT ROWID;
+"""
+
+
+class UIDLState:
+    """``UIDLState(path, account)``; ``":memory:"`` keeps it for one run only."""
+
+    def __init__(self, path: str | os.PathLike[str], account: str) -> None:
+        self.path = os.fspath(path)
+        self.account = account
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        if self._db is not None:
+            return
+        try:
+            if self.path != ":memory:":
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # Used from worker threads, one at a time (the download loop awaits each call).
+            db = sqlite3.connect(os.path.expanduser(self.path), isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='pop3_schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('pop3_schema', ?)", (str(_SCHEMA_VERSION),))
+            elif row[0] != str(_SCHEMA_VERSION):
+                db.close()
+                raise StateError(f"{self.path}: POP3 state schema {row[0]} is not supported")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot use POP3 state file {self.path!r}: {exc}") from exc
+        self._db = db
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        return self._db
+
+    def saved(self) -> dict[str, float]:
+        """{uidl: when it was saved (Unix time)} for this account."""
+        try:
+            rows = self._conn().execute(
+                "SELECT uidl, saved_at FROM pop3_saved WHERE account=?", (self.account,)
+            )
+            return dict(rows.fetchall())
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read POP3 state {self.path!r}: {exc}") from exc
+
+    def record(self, items: Iterable[tuple[str, str]], now: float | None = None) -> None:
+        """Mark (uidl, location) pairs as saved, in one committed transaction."""
+        stamp = time.time() if now is None else now
+        rows = [(self.account, uidl, stamp, location) for uidl, location in items]
+        if not rows:
+            return
+        db = self._conn()
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO pop3_saved VALUES (?, ?, ?, ?)", rows)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write POP3 state {self.path!r}: {exc}") from exc
+
+    def forget_except(self, present: Iterable[str]) -> int:
+        """Drop rows whose UIDL the server no longer lists (they cannot come back); returns how many."""
+        keep = set(present)
+        gone = [u for u in self.saved() if u not in keep]
+        if not gone:
+            return 0
+        db = self._conn()
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "DELETE FROM pop3_saved WHERE account=? AND uidl=?",
+                    [(self.account, u) for u in gone],
+                )
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write POP3 state {self.path!r}: {exc}") from exc
+        return len(gone)
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()

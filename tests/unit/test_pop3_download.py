@@ -1,0 +1,333 @@
+"""The download engine's ordering rule against an in-memory maildrop (no sockets).
+
+The fake client answers like RFC 1939 (DELE only marks; QUIT commits) and writes every step into a
+shared journal with the sink and the state, so the tests can check the order: saved -> recorded
+-> DELE -> QUIT, for every message.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from mailkit.errors import ConfigError, ConnectionLost, StateError
+from mailkit.pop3._protocol import Command, Response
+from mailkit.pop3._state import UIDLState
+from mailkit.pop3.download import Progress, download
+from mailkit.pop3.sinks import CallbackSink, MaildirSink, MessageInfo, Sink, as_sink
+from mailkit.store.maildir import Maildir
+
+
+class FakeClient:
+    """Just the client surface ``download`` uses, over a dict maildrop."""
+
+    def __init__(
+        self,
+        drop: dict[str, bytes],
+        journal: list[tuple[str, str]],
+        *,
+        pipelining: bool = True,
+        cut_after: int | None = None,
+        uidl: bool = True,
+    ) -> None:
+        self.drop = drop
+        self.order = list(drop)  # message n is order[n - 1]
+        self.journal = journal
+        self.pipelining = pipelining
+        self.cut_after = cut_after
+        self.uidl = uidl
+        self.marked: set[str] = set()
+        self.queue: deque[Response] = deque()
+        self.answered = 0
+        self.max_in_flight = 0
+
+    def _answer(self, c: Command) -> Response:
+        if c.verb == "UIDL":
+            if not self.uidl:
+                return Response(c, False, "no UIDL here")
+            body = b"".join(b"%d %s\r\n" % (i + 1, u.encode()) for i, u in enumerate(self.order))
+            return Response(c, True, "", body)
+        if c.verb == "LIST":
+            body = b"".join(b"%d %d\r\n" % (i + 1, len(self.drop[u])) for i, u in enumerate(self.order))
+            return Response(c, True, "", body)
+        uid = self.order[int(c.args[0]) - 1]
+        if c.verb == "RETR":
+            self.journal.append(("RETR", uid))
+            return Response(c, True, "", self.drop[uid])
+        assert c.verb == "DELE"
+        self.journal.append(("DELE", uid))
+        self.marked.add(uid)
+        return Response(c, True, "marked")
+
+    async def execute_many(self, commands: Sequence[Command], *, check: bool = True) -> list[Response]:
+        return [self._answer(c) for c in commands]
+
+    def send(self, commands: Sequence[Command]) -> None:
+        self.queue.extend(self._answer(c) for c in commands)
+        self.max_in_flight = max(self.max_in_flight, len(self.queue))
+        if not self.pipelining:
+            assert len(self.queue) == 1, "sent a command while another was in flight"
+
+    async def response(self) -> Response:
+        if self.cut_after is not None and self.answered >= self.cut_after:
+            raise ConnectionLost("cut")
+        self.answered += 1
+        return self.queue.popleft()
+
+    async def quit(self) -> None:
+        self.journal.append(("QUIT", ""))
+        for uid in self.marked:
+            del self.drop[uid]
+
+
+class JournalSink(Sink):
+    def __init__(self, journal: list[tuple[str, str]], fail: set[str] | None = None) -> None:
+        self.journal = journal
+        self.fail = fail or set()
+        self.saved: dict[str, bytes] = {}
+
+    async def save(self, raw: bytes, info: MessageInfo) -> str:
+        assert info.uidl is not None
+        if info.uidl in self.fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.journal.append(("SAVE", info.uidl))
+        self.saved[info.uidl] = raw
+        return f"mem:{info.uidl}"
+
+
+class JournalState(UIDLState):
+    def __init__(self, journal: list[tuple[str, str]]) -> None:
+        super().__init__(":memory:", "tester")
+        self.journal = journal
+
+    def record(self, items, now=None):  # type: ignore[no-untyped-def]
+        items = list(items)
+        self.journal.extend(("RECORD", uid) for uid, _ in items)
+        super().record(items, now)
+
+
+def maildrop(n: int) -> dict[str, bytes]:
+    return {f"uid{i:03d}": b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(n)}
+
+
+def assert_order(journal: list[tuple[str, str]], uid: str) -> None:
+    steps = [step for step, u in journal if u == uid or step == "QUIT"]
+    assert steps[:4] == ["RETR", "SAVE", "RECORD", "DELE"], (uid, steps)
+    assert "QUIT" in steps[4:]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_every_message_is_saved_and_recorded_before_its_dele(pipelining: bool) -> None:
+    journal: list[tuple[str, str]] = []
+    drop = maildrop(150)
+    original = dict(drop)
+    client = FakeClient(drop, journal, pipelining=pipelining)
+    sink = JournalSink(journal)
+    state = JournalState(journal)
+    report = await download(client, sink, state, batch_messages=16)  # type: ignore[arg-type]
+    assert sink.saved == original and drop == {}
+    assert len(report.downloaded) == 150 and len(report.deleted) == 150 and report.ok
+    for uid in original:
+        assert_order(journal, uid)
+    assert (client.max_in_flight > 1) is pipelining
+
+
+async def test_a_failing_sink_leaves_its_message_on_the_server() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = maildrop(5)
+    sink = JournalSink(journal, fail={"uid002"})
+    report = await download(FakeClient(drop, journal), sink, JournalState(journal))  # type: ignore[arg-type]
+    assert list(drop) == ["uid002"]
+    assert [e.uidl for e in report.errors] == ["uid002"] and not report.ok
+    assert isinstance(report.errors[0].error, OSError) and report.errors[0].error.errno == errno.ENOSPC
+    assert ("DELE", "uid002") not in journal and ("RECORD", "uid002") not in journal
+
+
+async def test_a_cut_before_quit_deletes_nothing_and_the_rerun_does_not_refetch() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = maildrop(40)
+    original = dict(drop)
+    sink = JournalSink(journal)
+    state = JournalState(journal)
+    with pytest.raises(ConnectionLost):
+        await download(FakeClient(drop, journal, cut_after=60), sink, state, batch_messages=8)  # type: ignore[arg-type]
+    assert drop == original  # no QUIT: the server kept everything
+    first = dict(sink.saved)
+    assert first
+    journal.clear()
+    report = await download(FakeClient(drop, journal), sink, state)  # type: ignore[arg-type]
+    assert drop == {} and sink.saved == original
+    refetched = {u for step, u in journal if step == "RETR"}
+    assert refetched == set(original) - set(first)  # nothing saved earlier was fetched again
+    assert {s.uidl for s in report.downloaded} == refetched
+    assert len(report.deleted) == 40
+
+
+async def test_keep_mode_fetches_each_message_once_and_deletes_after_days() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = maildrop(10)
+    sink = JournalSink(journal)
+    state = JournalState(journal)
+    t0 = 1_000_000.0
+    r1 = await download(FakeClient(drop, journal), sink, state, keep=True, now=t0)  # type: ignore[arg-type]
+    assert len(r1.downloaded) == 10 and r1.deleted == () and len(drop) == 10
+    drop["uid999"] = b"Subject: late\r\n\r\nnew\r\n"
+    r2 = await download(FakeClient(drop, journal), sink, state, keep=True, now=t0)  # type: ignore[arg-type]
+    assert [s.uidl for s in r2.downloaded] == ["uid999"]
+    assert {s.reason for s in r2.skipped} == {"already saved"} and len(r2.skipped) == 10
+    # Records are stamped with the real clock: ten days on, all are old enough.
+    later = max(state.saved().values()) + 10 * 86400
+    r3 = await download(  # type: ignore[arg-type]
+        FakeClient(drop, journal), sink, state, keep=True, delete_after_days=7, now=later
+    )
+    assert r3.downloaded == () and len(r3.deleted) == 11 and drop == {}
+
+
+async def test_limits_leave_messages_and_report_them() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = maildrop(6)
+    drop["uidbig"] = b"x" * 5000
+    sink = JournalSink(journal)
+    report = await download(  # type: ignore[arg-type]
+        FakeClient(drop, journal), sink, JournalState(journal), max_messages=4, max_size=1000
+    )
+    assert len(report.downloaded) == 4
+    reasons = sorted(s.reason for s in report.skipped)
+    assert reasons == ["max_messages", "max_messages", "too large"]
+    assert set(drop) == {"uidbig", "uid004", "uid005"}
+
+
+async def test_progress_is_reported_per_message() -> None:
+    journal: list[tuple[str, str]] = []
+    seen: list[tuple[int, int]] = []
+
+    def progress(p: Progress) -> None:
+        seen.append((p.done, p.total))
+
+    await download(
+        FakeClient(maildrop(5), journal), JournalSink(journal), JournalState(journal), progress=progress
+    )  # type: ignore[arg-type]
+    assert seen == [(i, 5) for i in range(1, 6)]
+
+
+async def test_without_uidl_keep_is_refused_and_plain_download_works() -> None:
+    journal: list[tuple[str, str]] = []
+    from mailkit.errors import CommandError
+
+    with pytest.raises(CommandError, match="UIDL"):
+        await download(FakeClient(maildrop(2), journal, uidl=False), JournalSink(journal), None, keep=True)  # type: ignore[arg-type]
+    drop = maildrop(3)
+    saved: list[bytes] = []
+    report = await download(
+        FakeClient(drop, journal, uidl=False), CallbackSink(lambda raw, info: saved.append(raw)), None
+    )  # type: ignore[arg-type]
+    assert len(saved) == 3 and drop == {} and len(report.deleted) == 3
+
+
+async def test_option_validation() -> None:
+    journal: list[tuple[str, str]] = []
+    with pytest.raises(ConfigError):
+        await download(FakeClient({}, journal), JournalSink(journal), None, delete_after_days=3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        await download(FakeClient({}, journal), JournalSink(journal), None, max_messages=-1)  # type: ignore[arg-type]
+
+
+async def test_callback_sink_async_and_raising() -> None:
+    got: list[MessageInfo] = []
+
+    async def keep(raw: bytes, info: MessageInfo) -> str:
+        got.append(info)
+        return "somewhere"
+
+    info = MessageInfo(1, "u", 3)
+    assert await CallbackSink(keep).save(b"abc", info) == "somewhere"
+    assert await CallbackSink(lambda raw, i: None, in_thread=True).save(b"abc", info) == "callback:u"
+
+    def refuse(raw: bytes, i: MessageInfo) -> None:
+        raise RuntimeError("no thanks")
+
+    [result] = await CallbackSink(refuse).save_many([(b"abc", info)])
+    assert isinstance(result, RuntimeError)
+
+
+def test_as_sink(tmp_path: Path) -> None:
+    assert isinstance(as_sink(tmp_path / "md"), MaildirSink)
+    assert isinstance(as_sink(str(tmp_path)), MaildirSink)
+    assert isinstance(as_sink(Maildir(tmp_path)), MaildirSink)
+    assert isinstance(as_sink(lambda raw, info: None), CallbackSink)
+    with pytest.raises(ConfigError):
+        as_sink(42)  # type: ignore[arg-type]
+    assert MaildirSink(tmp_path).default_state() == tmp_path / ".mailkit-pop3.db"
+
+
+async def test_maildir_sink_reports_a_full_disk_per_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = MaildirSink(tmp_path / "md")
+    real_write = __import__("os").write
+    calls = {"n": 0}
+
+    def write(fd: int, data: object) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("os.write", write)
+    items = [
+        (b"one\r\n", MessageInfo(1, "a", 5)),
+        (b"two\r\n", MessageInfo(2, "b", 5)),
+        (b"three\r\n", MessageInfo(3, "c", 7)),
+    ]
+    results = await sink.save_many(items)
+    assert isinstance(results[1], OSError) and results[1].errno == errno.ENOSPC
+    assert isinstance(results[0], str) and isinstance(results[2], str)
+    assert sorted(p.read_bytes() for p in (tmp_path / "md" / "new").iterdir()) == [b"one\r\n", b"three\r\n"]
+    assert list((tmp_path / "md" / "tmp").iterdir()) == []
+
+
+def test_state_is_per_account_and_forgets_vanished_uidls(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    a = UIDLState(path, "a@host")
+    a.record([("u1", "x"), ("u2", "y")], now=5.0)
+    b = UIDLState(path, "b@host")
+    b.record([("u1", "z")])
+    assert a.saved() == {"u1": 5.0, "u2": 5.0}
+    assert set(b.saved()) == {"u1"}
+    assert a.forget_except(["u2"]) == 1
+    a.close()
+    again = UIDLState(path, "a@host")
+    assert again.saved() == {"u2": 5.0}
+    again.close()
+    b.close()
+
+
+def test_corrupt_state_is_a_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(StateError):
+        UIDLState(path, "a").open()
+
+
+async def test_a_uidl_listed_twice_never_deletes_an_unsaved_message() -> None:
+    journal: list[tuple[str, str]] = []
+    state = JournalState(journal)
+    state.record([("dup", "old copy")])
+    client = FakeClient({"dup": b"Subject: a\r\n\r\na\r\n", "dup2": b"Subject: b\r\n\r\nb\r\n"}, journal)
+    client.order = ["dup", "dup2"]
+    real = client._answer
+
+    def answer(c: Command) -> Response:
+        if c.verb == "UIDL":  # a broken server giving both messages the same UIDL
+            return Response(c, True, "", b"1 dup\r\n2 dup\r\n")
+        return real(c)
+
+    client._answer = answer  # type: ignore[method-assign]
+    sink = JournalSink(journal)
+    report = await download(client, sink, state)  # type: ignore[arg-type]
+    assert len(report.downloaded) == 2  # both fetched, although "dup" was saved before
+    assert [step for step, _ in journal if step == "RETR"] == ["RETR", "RETR"]
