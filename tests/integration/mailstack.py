@@ -238,9 +238,13 @@ class MailStack:
         mail = pwd.getpwnam("mail")
         as_root = os.geteuid() == 0
         for sub in ("tmp", "new", "cur"):
+            # Every directory made here (the mailbox's own too, when it is new) must belong to
+            # Dovecot's mail user, or it cannot lock the mailbox afterwards.
+            missing = [d for d in (path / sub, *(path / sub).parents) if not d.exists()]
             (path / sub).mkdir(parents=True, exist_ok=True)
             if as_root:
-                os.chown(path / sub, mail.pw_uid, mail.pw_gid)
+                for directory in missing:
+                    os.chown(directory, mail.pw_uid, mail.pw_gid)
         tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
         now = int(time.time())
         count = 0
