@@ -8,6 +8,7 @@ that reaches a command line is checked or sent as a literal; the socket always h
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import itertools
 import logging
@@ -38,6 +39,7 @@ from ..errors import (
     translate_os_error,
 )
 from . import _wire
+from ._guarded import GuardedIMAPClient
 from ._types import FALLBACK_NAMES, Folder, FolderStatus, Mailbox, Message, SpecialUse
 from .query import Q, check_flag
 
@@ -45,6 +47,11 @@ __all__ = ["FetchSpec", "Session"]
 
 log = logging.getLogger("mailkit.imap")
 T = TypeVar("T")
+
+# A batch goes out as several pipelined UID FETCHes of this many messages, so the server works on
+# the next while this side parses the last (bodies: smaller, each reply is held until parsed).
+PIPELINE_LISTING = 250
+PIPELINE_DATA = 100
 
 _SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
 
@@ -182,6 +189,8 @@ class FetchSpec:
 def message_from_items(items: dict[str, Any], spec: FetchSpec) -> Message:
     get = items.get
     flags = get("FLAGS")
+    if flags is not None:
+        flags = tuple(flags) if not flags or type(flags[0]) is str else _flags(flags)
     size = get("RFC822.SIZE")
     modseq = get("MODSEQ")
     date = get("INTERNALDATE")
@@ -190,22 +199,25 @@ def message_from_items(items: dict[str, Any], spec: FetchSpec) -> Message:
         data = get("BODY[]")
     elif spec.part is not None:
         data = get(f"BODY[{spec.part}]")
-    spooled = isinstance(data, _wire.Spooled)
+    body_path = None
+    if type(data) is not _wire.Literal and data is not None:  # a literal is bytes already: no copy
+        if isinstance(data, _wire.Spooled):
+            body_path, data = data.path, None
+        else:
+            data = _as_bytes(data)
+    # positional: Message's field order (uid, flags, size, internal_date, raw_envelope, headers,
+    # body, body_path, bodystructure, modseq); cheaper than keywords ten thousand times over
     return Message(
-        uid=int(items["UID"]),
-        flags=None
-        if flags is None
-        else tuple(flags)
-        if flags and isinstance(flags[0], str)
-        else _flags(flags),
-        size=None if size is None else int(size),
-        internal_date=None if date is None else _internal_date(date),
-        raw_envelope=get("ENVELOPE"),
-        headers=_as_bytes(get("BODY[HEADER]")),
-        body=None if spooled or data is None else _as_bytes(data),
-        body_path=data.path if spooled else None,
-        bodystructure=get("BODYSTRUCTURE"),
-        modseq=int(modseq[0]) if isinstance(modseq, list) and modseq else None,
+        int(items["UID"]),
+        flags,
+        None if size is None else int(size),
+        None if date is None else _internal_date(date),
+        get("ENVELOPE"),
+        None if (headers := get("BODY[HEADER]")) is None else _as_bytes(headers),
+        data,
+        body_path,
+        get("BODYSTRUCTURE"),
+        int(modseq[0]) if isinstance(modseq, list) and modseq else None,
     )
 
 
@@ -239,6 +251,9 @@ class Session:
         self._timeouts = SocketTimeout(connect_timeout, command_timeout)
         self._token = token
         self._client: IMAPClient | None = None
+        # The socket as soon as it exists, before IMAPClient() returns: a greeting or handshake
+        # that never finishes can then be cut from the event loop's side.
+        self._socket: socket.socket | None = None
         self._caps: frozenset[str] = frozenset()
         self.selected: Mailbox | None = None
         self.broken = False
@@ -255,12 +270,13 @@ class Session:
         where = f"IMAP {ep.host}:{ep.port}"
         try:
             with _translated(where):
-                if ep.security is Security.TLS:
-                    client = IMAPClient(
-                        ep.host, ep.port, ssl=True, ssl_context=self._ssl_context, timeout=self._timeouts
-                    )
-                else:
-                    client = IMAPClient(ep.host, ep.port, ssl=False, timeout=self._timeouts)
+                client = GuardedIMAPClient(
+                    ep.host,
+                    ep.port,
+                    ssl_context=self._ssl_context if ep.security is Security.TLS else None,
+                    timeout=self._timeouts,
+                    on_socket=self._set_socket,
+                )
                 self._client = client
                 if ep.security is Security.STARTTLS:
                     self._starttls(client)
@@ -273,6 +289,12 @@ class Session:
         except BaseException:
             self.shutdown()
             raise
+
+    def _set_socket(self, sock: socket.socket) -> None:
+        self._socket = sock
+        if self.broken:  # shut down while we were still connecting
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _starttls(self, client: IMAPClient) -> None:
         caps = {_s(c).upper() for c in client.capabilities()}
@@ -341,6 +363,10 @@ class Session:
         """Close the socket now (also unblocks a thread stuck reading it)."""
         client, self._client = self._client, None
         self.broken = True
+        pending, self._socket = self._socket, None
+        if pending is not None:
+            with contextlib.suppress(OSError):
+                pending.shutdown(socket.SHUT_RDWR)
         if client is not None:
             with contextlib.suppress(Exception):
                 client.socket().shutdown(socket.SHUT_RDWR)
@@ -470,28 +496,81 @@ class Session:
 
         FETCH responses go unparsed into ``fetch_responses`` when given (parsed later in bulk).
         """
+        on_batch = None if fetch_responses is None else fetch_responses.extend
+        self._exchange([segments], what, on_untagged, spool=spool, spool_over=spool_over, on_batch=on_batch)
+
+    def _exchange(
+        self,
+        commands: list[list[bytes]],
+        what: str,
+        on_untagged: Callable[[bytes, bytes, list[Any]], None],
+        *,
+        spool: _wire.Spool | None,
+        spool_over: int,
+        on_batch: Callable[[list[list[bytes | _wire.Literal | _wire.Spooled]]], None] | None,
+        on_block: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """Send ``commands`` (several at once: pipelined) and read until every one is answered.
+
+        FETCH responses gathered so far go to ``on_batch`` at each tagged reply, so they are
+        parsed while the server is already producing the next command's; runs of literal-free
+        FETCH lines go to ``on_block`` as whole blocks as soon as they arrive. A NO/BAD for one
+        command is raised after all of them were answered: the stream stays in step.
+        """
         self._require_selected()
         imap = self.client._imap
-        reader = imap.file
+        if isinstance(imap.file, _wire.Prefixed) and not imap.file.pending:
+            imap.file = imap.file.file
+        reader = _wire.BulkReader(imap.file)
+        limit = spool_over if spool is not None else _wire.MAX_MEMORY_LITERAL
 
         def run() -> None:
-            tag = _wire.new_tag()
-            log_sent(
-                log,
-                tag + b" " + b"".join(s if not isinstance(s, _wire.Literal) else b"{..}" for s in segments),
-            )
-            _wire.send_command(imap, reader, tag, segments, literal_plus=self.has("LITERAL+"))
-            prefix = tag + b" "
-            while True:
-                parts = _wire.read_response(reader, spool=spool, spool_over=spool_over)
+            tags = [_wire.new_tag() for _ in commands]
+            for tag, segments in zip(tags, commands, strict=True):
+                shown = b"".join(s if not isinstance(s, _wire.Literal) else b"{..}" for s in segments)
+                log_sent(log, tag + b" " + shown)
+            if len(commands) == 1:
+                _wire.send_command(imap, reader, tags[0], commands[0], literal_plus=self.has("LITERAL+"))
+            else:
+                imap.send(_wire.pipelined(tags, commands))
+            failed: PermanentError | None = None
+            # A server may run pipelined commands at once: their responses can interleave and
+            # their tagged replies come in any order. FETCH responses are gathered whichever
+            # command they answer (the caller wants them all) and parsed at each tagged reply.
+            pending = set(tags)
+            batch: list[list[bytes | _wire.Literal | _wire.Spooled]] = []
+            blocks = on_block is not None
+            while pending:
+                if blocks:
+                    block = reader.fetch_block()
+                    if block:
+                        on_block(block)  # type: ignore[misc]
+                        continue
+                elif on_batch is not None:
+                    whole = reader.literal_block(limit)
+                    if whole:
+                        batch.extend(whole)
+                        continue
+                parts = reader.response(spool=spool, spool_over=spool_over)
+                # after a literal more are likely (bodies): look for blocks again only once a
+                # literal-free response came
+                blocks = on_block is not None and len(parts) == 1
                 first = parts[0]
                 assert isinstance(first, bytes)
-                if first.startswith(prefix):
+                tag = first.split(b" ", 1)[0]
+                if tag in pending:
                     log_received(log, first)
-                    _wire.tagged_status(first, tag, what)
-                    return
-                if fetch_responses is not None and b" FETCH (" in first[:40]:
-                    fetch_responses.append(parts)
+                    pending.discard(tag)
+                    try:
+                        _wire.tagged_status(first, tag, what)
+                    except PermanentError as exc:
+                        failed = failed or exc
+                    if on_batch is not None and failed is None and batch:
+                        on_batch(batch)
+                    batch = []
+                    continue
+                if on_batch is not None and b" FETCH (" in first[:40]:
+                    batch.append(parts)
                     continue
                 if first.startswith(b"* "):
                     number, name, rest = _wire.untagged(parts)
@@ -502,10 +581,13 @@ class Session:
                     raise ProtocolError(f"{what}: unexpected continuation request")
                 else:
                     raise ProtocolError(f"{what}: unexpected line {first[:60]!r}")
+            if failed is not None:
+                raise failed
 
         try:
             self._run(what, run)
         except PermanentError:
+            self._give_back(imap, reader)
             raise
         except MailkitError:
             self.shutdown()
@@ -513,6 +595,14 @@ class Session:
         except BaseException:
             self.shutdown()  # interrupted mid-response: the stream position is unknown
             raise
+        self._give_back(imap, reader)
+
+    @staticmethod
+    def _give_back(imap: Any, reader: _wire.BulkReader) -> None:
+        """Bytes read past our last tagged reply belong to imaplib's next read: put them back."""
+        leftover = reader.leftover()
+        if leftover:
+            imap.file = _wire.Prefixed(leftover, imap.file)
 
     def uid_fetch(
         self,
@@ -525,7 +615,29 @@ class Session:
         on_vanished: Callable[[list[int]], None] | None = None,
     ) -> list[dict[str, Any]]:
         """``UID FETCH uid_set items [modifiers]`` -> the FETCH item dicts that carry a UID."""
-        responses: list[list[bytes | _wire.Literal | _wire.Spooled]] = []
+        return self.uid_fetch_many(
+            [uid_set], items, modifiers=modifiers, spool=spool, spool_over=spool_over, on_vanished=on_vanished
+        )
+
+    def uid_fetch_many(
+        self,
+        uid_sets: list[bytes],
+        items: bytes,
+        *,
+        modifiers: bytes = b"",
+        spool: _wire.Spool | None = None,
+        spool_over: int = 8 << 20,
+        on_vanished: Callable[[list[int]], None] | None = None,
+        convert: Callable[[dict[str, Any]], Any] | None = None,
+        block_rows: Callable[[bytes], list[Any] | None] | None = None,
+    ) -> list[Any]:
+        """One pipelined ``UID FETCH`` per UID set; each reply parsed (and turned into what
+        ``convert`` makes of a row) while the server is already sending the next.
+
+        ``block_rows`` may turn a block of literal-free lines straight into converted rows (a
+        specialised reader for one reply shape); when it returns None the general parser runs.
+        """
+        rows: list[Any] = []
 
         def handle(number: bytes, name: bytes, rest: list[Any]) -> None:
             if name == b"VANISHED" and on_vanished is not None:
@@ -534,18 +646,29 @@ class Session:
                 if isinstance(uids, bytes):
                     on_vanished(_wire.parse_sequence_set(uids))
 
-        command = [b"UID FETCH ", uid_set, b" ", items]
-        if modifiers:
-            command += [b" ", modifiers]
-        self.raw_command(
-            command, "UID FETCH", handle, spool=spool, spool_over=spool_over, fetch_responses=responses
+        def parse(responses: list[list[bytes | _wire.Literal | _wire.Spooled]] | bytes) -> None:
+            try:
+                if isinstance(responses, bytes):
+                    direct = None if block_rows is None else block_rows(responses)
+                    if direct is not None:
+                        rows.extend(direct)
+                        return
+                    parsed = _wire.parse_fetch_block(responses)
+                else:
+                    parsed = _wire.parse_fetch_batch(responses)
+            except (ValueError, TypeError, RecursionError, ProtocolError) as exc:
+                # a server that sends garbage is not trusted with the next command
+                raise ProtocolError(f"UID FETCH: malformed response ({exc})") from None
+            if convert is None:
+                rows.extend(row for row in parsed if "UID" in row)
+            else:
+                rows.extend(convert(row) for row in parsed if "UID" in row)
+
+        commands = _fetch_commands(uid_sets, items, modifiers)
+        self._exchange(
+            commands, "UID FETCH", handle, spool=spool, spool_over=spool_over, on_batch=parse, on_block=parse
         )
-        try:
-            rows = _wire.parse_fetch_batch(responses)
-        except (ValueError, TypeError, ProtocolError) as exc:
-            self.shutdown()  # a server that sends garbage is not trusted with the next command
-            raise ProtocolError(f"UID FETCH: malformed response ({exc})") from None
-        return [row for row in rows if "UID" in row]
+        return rows
 
     # --- search -----------------------------------------------------------------------------
     def search(self, query: Q | str | None = None) -> list[int]:
@@ -578,15 +701,28 @@ class Session:
         if not uid_list:
             return []
         spool = _spooler(spool_dir) if spec.wants_data else None
-        rows = self.uid_fetch(_wire.sequence_set(uid_list), spec.items(), spool=spool, spool_over=stream_over)
+        per = PIPELINE_DATA if spec.wants_data else PIPELINE_LISTING
+        uid_sets = [_wire.sequence_set(uid_list[i : i + per]) for i in range(0, len(uid_list), per)]
+        msgs: list[Message] = self.uid_fetch_many(
+            uid_sets,
+            spec.items(),
+            spool=spool,
+            spool_over=stream_over,
+            convert=functools.partial(message_from_items, spec=spec),
+        )
         wanted = set(uid_list)
-        msgs = [message_from_items(r, spec) for r in rows]
         return sorted((m for m in msgs if m.uid in wanted), key=lambda m: m.uid)
 
-    def sizes(self, uid_set: bytes) -> list[tuple[int, int, tuple[str, ...]]]:
-        """(uid, size, flags) for a UID set: the cheap first step of batching by bytes."""
-        rows = self.uid_fetch(uid_set, b"(UID RFC822.SIZE FLAGS)")
-        return sorted((int(r["UID"]), int(r.get("RFC822.SIZE", 0)), _flags(r.get("FLAGS", ()))) for r in rows)
+    def sizes(self, uid_set: bytes | list[bytes]) -> list[tuple[int, int, tuple[str, ...]]]:
+        """(uid, size, flags) for a UID set (or several, pipelined): the first step of batching by bytes."""
+        rows: list[tuple[int, int, tuple[str, ...]]] = self.uid_fetch_many(
+            uid_set if isinstance(uid_set, list) else [uid_set],
+            b"(UID RFC822.SIZE FLAGS)",
+            convert=_size_row,
+            block_rows=_wire.parse_size_block,
+        )
+        rows.sort()
+        return rows
 
     # --- flags, copy, move, delete, append ---------------------------------------------------
     def store_flags(self, uids: Iterable[int], flags: Iterable[str] | str, op: str) -> None:
@@ -662,6 +798,20 @@ class Session:
 
     def noop(self) -> None:
         self._run("NOOP", lambda: self.client.noop())
+
+
+def _fetch_commands(uid_sets: list[bytes], items: bytes, modifiers: bytes) -> list[list[bytes]]:
+    tail = [b" ", modifiers] if modifiers else []
+    return [[b"UID FETCH ", uid_set, b" ", items, *tail] for uid_set in uid_sets]
+
+
+def _size_row(row: dict[str, Any]) -> tuple[int, int, tuple[str, ...]]:
+    flags = row.get("FLAGS", ())
+    return (
+        int(row["UID"]),
+        int(row.get("RFC822.SIZE", 0)),
+        tuple(flags) if not flags or type(flags[0]) is str else _flags(flags),
+    )
 
 
 def _spooler(spool_dir: str | None) -> _wire.Spool:

@@ -1,10 +1,12 @@
 """A fast reader for the literal-heavy responses of bulk FETCH, on imapclient's own connection.
 
 Rule: imapclient issues every command except bulk ``UID FETCH`` (and the IDLE/CHANGEDSINCE checks
-built on it). Those go out here as one tagged line on the underlying imaplib socket and their
-responses are read here, up to and including our tagged reply, so imaplib's bookkeeping never sees
-them. Parsing is a C-speed regex tokenizer plus a small stack builder; literals are sliced, never
-re-scanned, and literals above a threshold are streamed to a file instead of held in memory.
+built on it). Those go out here as tagged lines (several pipelined at once) on the underlying
+imaplib socket and their responses are read here, up to and including our last tagged reply, so
+imaplib's bookkeeping never sees them; bytes read past it are handed back to imaplib. Reads are big
+chunks; runs of literal-free lines are checked and parsed as whole blocks with C-speed regex/str
+passes, literals are sliced by their announced size (never scanned), and literals above a threshold
+are streamed to a file instead of held in memory. Lines and in-memory literals have hard limits.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import IO, Any, Protocol
 from ..errors import ConnectionLost, PermanentError, ProtocolError, Reply, TransientError
 
 __all__ = [
+    "BulkReader",
     "Literal",
     "Spooled",
+    "parse_fetch_block",
     "parse_fetch_items",
     "parse_sequence_set",
+    "parse_size_block",
     "read_response",
     "sequence_set",
     "tokenize",
@@ -30,11 +35,15 @@ __all__ = [
 
 MAX_LINE = 4 << 20  # a text line longer than this (outside literals) is an attack or a bug
 CHUNK = 1 << 20
+BLOCK = 64 << 10  # literal-free responses are parsed in blocks of about this size
+MAX_MEMORY_LITERAL = 256 << 20  # a literal held in memory (not streamed to a file): no bigger
 
 _TOKEN = re.compile(
     rb'[()]|"(?:[^"\\]|\\.)*"|\{\d+\+?\}\r?\n?$|[^\s()"\[\]{]+(?:\[[^\]]*\](?:<\d+>)?)?|\[|\]'
 )
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}\r\n$")
+_FETCH_LINES = re.compile(rb"(?:\* \d+ FETCH \([^\n]*\n)*")
+_FETCH_HEAD = re.compile(rb"\n\* \d+ FETCH ")  # at a line start: a literal prefix keeps the search fast
 _UNESCAPE = re.compile(rb"\\(.)")
 _tags = itertools.count(1)
 
@@ -103,6 +112,217 @@ def read_response(
             parts.append(Spooled(path, size))
         else:
             parts.append(Literal(_read_exact(reader, size)))
+
+
+class _ChunkSource(Protocol):
+    def readinto1(self, buffer: memoryview, /) -> int: ...
+
+
+class BulkReader:
+    """Cuts responses out of big reads: one ``readinto1`` per arrival, not one call per line.
+
+    ``readinto1`` on imaplib's buffered file first hands out what imaplib had already buffered,
+    then reads the socket straight into our buffer, so nothing is lost or reordered. Lines are
+    found with ``find`` over the buffer and literals are skipped by their announced size, never
+    scanned; each value is copied out once. ``leftover()`` is what was read past the last
+    response taken (to give back to imaplib).
+    """
+
+    __slots__ = ("_buf", "_end", "_pos", "_src", "_view")
+
+    def __init__(self, source: _ChunkSource, size: int = CHUNK) -> None:
+        self._src = source
+        self._buf = bytearray(size)
+        self._view = memoryview(self._buf)
+        self._pos = 0  # next unread byte
+        self._end = 0  # end of the bytes received
+
+    def _fill(self) -> None:
+        """Receive more after what is unread (moved to the front first; the buffer grows only
+        when the unread part fills it: a long line or literal, both bounded by the callers)."""
+        pending = self._end - self._pos
+        if self._end == len(self._buf) or self._pos > len(self._buf) >> 1:
+            if pending >= len(self._buf) >> 1:
+                grown = bytearray(max(2 * len(self._buf), 2 * pending))
+                grown[:pending] = self._view[self._pos : self._end]
+                self._view.release()
+                self._buf, self._view = grown, memoryview(grown)
+            else:
+                self._view[:pending] = self._view[self._pos : self._end]
+            self._pos, self._end = 0, pending
+        got = self._src.readinto1(self._view[self._end :])
+        if not got:
+            raise ConnectionLost("IMAP connection closed by the server")
+        self._end += got
+
+    def readline(self, size: int = -1, /) -> bytes:
+        """One line with its CRLF; longer than MAX_LINE is refused before it is all read."""
+        end = self._buf.find(b"\n", self._pos, self._end)
+        while end < 0:
+            scanned = self._end - self._pos
+            if scanned > MAX_LINE:
+                raise ProtocolError(f"IMAP server sent a line longer than {MAX_LINE} bytes")
+            self._fill()
+            end = self._buf.find(b"\n", self._pos + scanned, self._end)
+        start = self._pos
+        if end - start >= MAX_LINE:
+            raise ProtocolError(f"IMAP server sent a line longer than {MAX_LINE} bytes")
+        self._pos = end + 1
+        return self._view[start : end + 1].tobytes()
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Exactly ``size`` bytes (the buffer grows as they arrive, never ahead of them)."""
+        while self._end - self._pos < size:
+            self._fill()
+        start = self._pos
+        self._pos = start + max(size, 0)
+        return self._view[start : self._pos].tobytes()
+
+    def _stream(self, size: int, sink: IO[bytes]) -> None:
+        remaining = size
+        while remaining:
+            if self._pos >= self._end:
+                self._fill()
+            take = min(remaining, self._end - self._pos)
+            sink.write(self._view[self._pos : self._pos + take])
+            self._pos += take
+            remaining -= take
+
+    def response(
+        self, *, spool: Spool | None = None, spool_over: int = 8 << 20
+    ) -> list[bytes | Literal | Spooled]:
+        """Like ``read_response``: one response's text parts with its literals between them."""
+        parts: list[bytes | Literal | Spooled] = []
+        while True:
+            line = self.readline()
+            if not line.endswith(b"}\r\n"):
+                parts.append(line)
+                return parts
+            match = _LITERAL_AT_END.search(line, max(0, len(line) - 24))
+            if match is None:
+                parts.append(line)
+                return parts
+            size = int(match.group(1))
+            parts.append(line[: match.start()])
+            if spool is not None and size > spool_over:
+                path, sink = spool(size)
+                with sink:
+                    self._stream(size, sink)
+                parts.append(Spooled(path, size))
+            elif size > MAX_MEMORY_LITERAL:
+                raise ProtocolError(f"IMAP server announced a {size}-byte literal where none fits")
+            else:
+                parts.append(Literal(self.read(size)))
+
+    def fetch_block(self, min_size: int = BLOCK) -> bytes:
+        """The next run of literal-free FETCH response lines, or ``b""`` if the next line is not one.
+
+        A run ends before a line announcing a literal, a tagged reply or any other response; short
+        of that it is gathered to ``min_size`` bytes first (one TLS record holds a few lines only),
+        so parsing costs per block, not per line. Checked with one C-speed match.
+        """
+        buf = self._buf
+        checked = 0  # bytes after the start already known to be whole FETCH lines
+        while True:
+            start = self._pos
+            scan = start + checked
+            last = buf.rfind(b"\n", scan, self._end)
+            if last >= 0:
+                stop = False
+                literal = buf.find(b"}\r\n", scan, last + 1)
+                if literal >= 0:
+                    stop = True
+                    last = buf.rfind(b"\n", scan, literal)
+                got = scan if last < 0 else _FETCH_LINES.match(buf, scan, last + 1).end()  # type: ignore[union-attr]
+                checked = got - start
+                if got <= last:
+                    stop = True  # another kind of line follows
+                if got > start and (stop or got - start >= min_size):
+                    self._pos = got
+                    return self._view[start:got].tobytes()
+                if stop:
+                    return b""
+            if self._end - (start + checked) > MAX_LINE:
+                raise ProtocolError(f"IMAP server sent a line longer than {MAX_LINE} bytes")
+            self._fill()
+            buf = self._buf
+
+    def literal_block(self, limit: int) -> list[list[bytes | Literal | Spooled]]:
+        """The bulk-body responses already received whole, cut in one tight loop.
+
+        Each is ``* n FETCH (...{size}\r\n``, ``size`` bytes, ``)\r\n``, with ``size`` at most
+        ``limit``; the parts are what ``response()`` gives. Stops (leaving the rest for
+        ``response()``) at anything else: another shape, a bigger literal, an incomplete response.
+        """
+        out: list[list[bytes | Literal | Spooled]] = []
+        buf, view, end = self._buf, self._view, self._end
+        pos = self._pos
+        while True:
+            nl = buf.find(b"\n", pos, end)
+            if nl < 0 or nl - pos > 8192 or buf[nl - 2 : nl] != b"}\r" or not buf.startswith(b"* ", pos):
+                break
+            if buf.find(b" FETCH (", pos, min(nl, pos + 40)) < 0:
+                break
+            brace = buf.rfind(b"{", pos, nl)
+            digits = buf[brace + 1 : nl - 2]
+            if brace < 0 or not digits.isdigit() or len(digits) > 12:
+                break
+            size = int(digits)
+            stop = nl + 1 + size
+            if size > limit or stop + 3 > end or not buf.startswith(b")\r\n", stop):
+                break
+            out.append([view[pos:brace].tobytes(), Literal(view[nl + 1 : stop]), b")\r\n"])
+            pos = stop + 3
+        self._pos = pos
+        return out
+
+    def leftover(self) -> bytes:
+        return self._view[self._pos : self._end].tobytes()
+
+
+class Prefixed:
+    """imaplib's file with bytes we read too far put back in front (rare: unsolicited data)."""
+
+    def __init__(self, head: bytes, file: Any) -> None:
+        self._head = head
+        self.file = file
+
+    @property
+    def pending(self) -> int:
+        return len(self._head)
+
+    def _take(self, size: int) -> bytes:
+        head, self._head = self._head[:size], self._head[size:]
+        return head
+
+    def readinto1(self, buffer: memoryview, /) -> int:
+        if not self._head:
+            return int(self.file.readinto1(buffer))
+        head = self._take(len(buffer))
+        buffer[: len(head)] = head
+        return len(head)
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self._head:
+            return bytes(self.file.read(size))
+        head = self._take(size if size >= 0 else len(self._head))
+        if size < 0 or len(head) < size:
+            return head + bytes(self.file.read(-1 if size < 0 else size - len(head)))
+        return head
+
+    def readline(self, size: int = -1, /) -> bytes:
+        if not self._head:
+            return bytes(self.file.readline(size))
+        cut = self._head.find(b"\n")
+        if cut >= 0 and (size < 0 or cut < size):
+            return self._take(cut + 1)
+        head = self._take(size if size >= 0 else len(self._head))
+        if size >= 0 and len(head) >= size:
+            return head
+        return head + bytes(self.file.readline(-1 if size < 0 else size - len(head)))
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def tokenize(parts: Iterable[bytes | Literal | Spooled]) -> list[Any]:
@@ -255,6 +475,17 @@ def send_command(
     conn.send(bytes(buf))
 
 
+def pipelined(tags: list[bytes], commands: list[list[bytes]]) -> bytes:
+    """Several commands as the bytes to send at once: plain text segments only (no literals)."""
+    lines: list[bytes] = []
+    for tag, segments in zip(tags, commands, strict=True):
+        line = b"".join(segments)
+        if any(isinstance(s, Literal) for s in segments) or b"\r" in line or b"\n" in line:
+            raise ValueError("a pipelined command must be one plain line")
+        lines.append(tag + b" " + line + b"\r\n")
+    return b"".join(lines)
+
+
 # --- the bulk FETCH path: a whole batch of responses turned into JSON and parsed in C -----------
 #
 # A batch of FETCH responses is rewritten with a handful of whole-text regex/str operations into
@@ -272,8 +503,48 @@ _LIT_MARK = "\r"
 _LIT_JSON = '"\\r"'
 
 
-def _fetch_json(texts: list[str]) -> str:
-    text = " ".join(texts)
+def _fetch_json_fast(text: str) -> str | None:
+    """The common case without a regex: no escaped quote, no section holding spaces or parens.
+
+    Every ``"`` then delimits a quoted string, so ``split('"')`` separates strings from the rest;
+    the rest is split on whitespace (parentheses padded first), every token quoted at once by a
+    join, and brackets, NIL and the literal mark swapped back with plain replaces. None means:
+    use the general conversion.
+    """
+    if '\\"' in text or "\x00" in text or "\x02" in text or "\x03" in text:
+        return None
+    segments = text.split('"')
+    if not len(segments) % 2:
+        return None  # an unterminated quoted string
+    quoted = segments[1::2]
+    if quoted and "\r" in "\x00".join(quoted):
+        return None  # CR is the literal mark; IMAP strings cannot hold one anyway
+    skeleton = "\x00".join(segments[0::2])
+    if "[" in skeleton and "[" in skeleton.replace("[]", "") and _SECTION.search(skeleton):
+        return None
+    if "\\" in skeleton:
+        skeleton = skeleton.replace("\\", "\\\\")
+    tokens = skeleton.replace("(", " \x02 ").replace(")", " \x03 ").split()
+    js = '"' + '","'.join(tokens) + '"'
+    js = js.replace('"\x02","\x03"', "[]").replace('"\x02",', "[").replace(',"\x03"', "]")
+    js = js.replace('"NIL"', "null").replace('"\x01"', _LIT_JSON)
+    if not quoted:
+        return "[" + js + "]"
+    pieces = js.split("\x00")
+    if len(pieces) != len(quoted) + 1:
+        return None  # a string glued to an atom: leave it to the general path
+    out = [""] * (2 * len(pieces) + 1)
+    out[0], out[-1] = "[", "]"
+    out[1:-1:2] = pieces
+    out[2:-2:2] = quoted
+    return "".join(out)
+
+
+def _fetch_json(text: str) -> str:
+    """FETCH responses' item lists (each starting at its '('), joined by spaces, as one JSON array."""
+    fast = _fetch_json_fast(text)
+    if fast is not None:
+        return fast
     segments = _QUOTED.split(text)
     quoted = segments[1::2]
     skeleton = "\x00".join(segments[0::2])
@@ -321,50 +592,132 @@ def _str_tree(node: Any) -> Any:
     return node.decode("utf-8", "surrogateescape")
 
 
+# "* n FETCH (UID 5 FLAGS (\Seen) RFC822.SIZE 9 BODY[] " before one literal that ends the list:
+# plain atoms, numbers and flat lists of atoms only (what bulk body fetches look like).
+_SIMPLE_HEAD = re.compile(
+    r"\* \d+ FETCH \(((?:[A-Z0-9.]+ (?:[^\s()\"{}\[\]]+|\([^()\"{}\[\]\r\n]*\)) )*)"
+    r"(BODY\[[0-9.]*\](?:<\d+>)?) $"
+)
+_SIMPLE_ITEM = re.compile(r"([A-Z0-9.]+) (?:([^\s()]+)|\(([^()]*)\)) ")
+
+
+def _simple_rows(responses: list[list[bytes | Literal | Spooled]]) -> list[dict[str, Any]] | None:
+    """The bulk-body shape without the general machinery, or None if any response differs."""
+    out: list[dict[str, Any]] = []
+    match_head = _SIMPLE_HEAD.match
+    find_items = _SIMPLE_ITEM.findall
+    for parts in responses:
+        if len(parts) != 3 or parts[2] != b")\r\n":
+            return None
+        head = parts[0]
+        assert isinstance(head, bytes)
+        match = match_head(head.decode("utf-8", "surrogateescape"))
+        if match is None:
+            return None
+        row: dict[str, Any] = {}
+        for key, atom, flat in find_items(match.group(1)):
+            if key in row:
+                return None
+            row[key] = atom if atom else flat.split()
+        row[match.group(2)] = parts[1]
+        out.append(row)
+    return out
+
+
 def parse_fetch_batch(responses: list[list[bytes | Literal | Spooled]]) -> list[dict[str, Any]]:
     """FETCH responses (as read by ``read_response``) -> their item dicts, names upper-cased."""
-    texts: list[str] = []
+    simple = _simple_rows(responses) if responses and len(responses[0]) == 3 else None
+    if simple is not None:
+        return simple
+    chunks: list[bytes] = []
     literals: list[list[Literal | Spooled]] = []
     no_literals: list[Literal | Spooled] = []
     for parts in responses:
         first = parts[0]
         assert isinstance(first, bytes)
-        _head, _, rest = first.partition(b"(")
+        start = first.find(b"(")
+        rest = first[start:] if start >= 0 else b"("
         if len(parts) == 1:  # the common listing case: one line, no literal
-            texts.append("(" + rest.decode("utf-8", "surrogateescape"))
+            chunks.append(rest)
             literals.append(no_literals)
             continue
-        chunks = [rest]
         lits: list[Literal | Spooled] = []
+        pieces = [rest]
         for part in parts[1:]:
             if isinstance(part, (Literal, Spooled)):
                 lits.append(part)
-                chunks.append(b"\x01")
+                pieces.append(b"\x01")
             else:
-                chunks.append(part)
-        texts.append("(" + b"".join(chunks).decode("utf-8", "surrogateescape"))
+                pieces.append(part)
+        chunks.append(b"".join(pieces))
         literals.append(lits)
     try:
-        values = json.loads(_fetch_json(texts), strict=False)
+        text = b" ".join(chunks).decode("utf-8", "surrogateescape")
+        values = json.loads(_fetch_json(text), strict=False)
         if len(values) != len(responses):
             raise ValueError("response count changed")
-    except ValueError:
-        values = [_str_tree(untagged(parts)[2])[0] for parts in responses]
+    except (ValueError, RecursionError):
+        try:
+            values = [_str_tree(untagged(parts)[2])[0] for parts in responses]
+        except RecursionError:
+            raise ProtocolError("FETCH response nested too deeply") from None
         literals = [[] for _ in responses]
-    if not all(isinstance(v, list) and all(isinstance(k, str) for k in v[::2]) for v in values):
-        raise ProtocolError("malformed FETCH response: item names must be atoms")
+    return _rows(values, literals)
+
+
+_SIZE_ROW = re.compile(rb"\* \d+ FETCH \(UID (\d+) RFC822\.SIZE (\d+) FLAGS \(([^()\"\r\n{}]*)\)\)\r\n")
+
+
+def parse_size_block(block: bytes) -> list[tuple[int, int, tuple[str, ...]]] | None:
+    """``(UID n RFC822.SIZE n FLAGS (...))`` lines in the order asked -> (uid, size, flags), or
+    None when any line has another shape (then ``parse_fetch_block`` reads it)."""
+    rows = _SIZE_ROW.findall(block)
+    if len(rows) != block.count(b"\n"):
+        return None
+    return [
+        (int(uid), int(size), tuple(flags.decode("utf-8", "surrogateescape").split()) if flags else ())
+        for uid, size, flags in rows
+    ]
+
+
+def parse_fetch_block(block: bytes) -> list[dict[str, Any]]:
+    """Whole lines of literal-free FETCH responses (``BulkReader.fetch_block``) -> item dicts."""
+    count = block.count(b"\n")
+    try:
+        text = _FETCH_HEAD.sub(b"\n", b"\n" + block).decode("utf-8", "surrogateescape")
+        values = json.loads(_fetch_json(text), strict=False)
+        if len(values) != count:
+            raise ValueError("response count changed")
+    except (ValueError, RecursionError):
+        return parse_fetch_batch([[line + b"\n"] for line in block.split(b"\n")[:-1]])
+    return _rows(values, [[]] * count)
+
+
+def _rows(values: list[Any], literals: list[list[Literal | Spooled]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    append = out.append
     for items, lits in zip(values, literals, strict=True):
-        if not isinstance(items, list) or len(items) % 2:
+        if type(items) is not list or len(items) % 2:
             raise ProtocolError("malformed FETCH response")
         if lits:
-            for i in range(1, len(items), 2):  # most literals are item values (BODY[] ...)
-                if items[i] == _LIT_MARK:
-                    items[i] = lits.pop(0)
-                    if not lits:
-                        break
-            if lits:
-                _put_literals(items, lits)
-        it = iter(items)
-        out.append({key.upper(): value for key, value in zip(it, it, strict=True)})
+            if len(lits) == 1 and items[-1] == _LIT_MARK:  # the usual "... BODY[] {n}" at the end
+                items[-1] = lits[0]
+            else:
+                lits = list(lits)
+                for i in range(1, len(items), 2):  # most literals are item values (BODY[] ...)
+                    if items[i] == _LIT_MARK:
+                        items[i] = lits.pop(0)
+                        if not lits:
+                            break
+                if lits:
+                    _put_literals(items, lits)
+        pairs = iter(items)
+        row = dict(zip(pairs, pairs, strict=False))  # pairs of one iterator; the length is even
+        try:
+            names = "".join(row)  # a TypeError unless every item name is an atom (str)
+        except TypeError:
+            raise ProtocolError("malformed FETCH response: item names must be atoms") from None
+        if len(row) * 2 != len(items) or not names.isupper():  # repeated or lower-case names
+            row = {key.upper(): value for key, value in zip(items[0::2], items[1::2], strict=True)}
+        append(row)
     return out

@@ -268,10 +268,13 @@ class AsyncIMAP:
             for i in range(0, len(uid_list), batch_size * 4):
                 yield await self._call(s.fetch, uid_list[i : i + batch_size * 4], spec)
             return
-        for i in range(0, len(uid_list), 5000):
-            from . import _wire
+        from . import _wire
 
-            rows = await self._call(s.sizes, _wire.sequence_set(uid_list[i : i + 5000]))
+        for i in range(0, len(uid_list), 5000):
+            chunk = uid_list[i : i + 5000]
+            # pipelined in sets of 1,000: each reply is parsed while the next arrives
+            sets = [_wire.sequence_set(chunk[j : j + 1000]) for j in range(0, len(chunk), 1000)]
+            rows = await self._call(s.sizes, sets)
             for batch in batches(rows, count=batch_size, size=batch_bytes):
                 yield await self._call(
                     s.fetch, [r[0] for r in batch], spec, spool_dir=spool, stream_over=stream_over

@@ -243,15 +243,8 @@ async def test_a_10_mb_greeting_line_is_refused_within_bounded_time(certs: Certs
     assert elapsed < OPEN_BOUND + SLACK, f"took {elapsed:.1f}s"
 
 
-DRIP_LEAK_BUG = (
-    "BUG (imap/client.py AsyncIMAP.connect + _session.py Session.connect/shutdown): against a server "
-    "dripping its greeting, connect times out only after connect + 6 x command + 3 s, then aclose() "
-    "waits 5 s more, and the 'mailkit-imap' worker thread and its socket stay alive reading the drip: "
-    "shutdown() cannot reach a socket IMAPClient() has not returned yet"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=DRIP_LEAK_BUG)
 async def test_a_greeting_dripping_one_byte_at_a_time_is_bounded_and_leaks_nothing(certs: Certs) -> None:
     async def script(conn: ScriptConn) -> None:
         while True:
@@ -301,14 +294,8 @@ class PeakRSS:
         return (self.peak - self.base) / (1 << 20)
 
 
-LITERAL_BUG = (
-    "BUG (imapclient/imaplib path, e.g. LIST): a literal announced as {9999999999} is read into memory "
-    "as it arrives, with no size cap: ~1.2 GB peak for 300 MB sent, and the call ends after ~5.5 s "
-    "instead of the 3 s data timeout; mailkit should refuse literals over a limit"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=LITERAL_BUG)
 async def test_a_huge_literal_announcement_is_refused_with_bounded_memory(certs: Certs) -> None:
     sent = 0
 
@@ -338,13 +325,8 @@ async def test_a_huge_literal_announcement_is_refused_with_bounded_memory(certs:
     assert elapsed < TIMEOUTS.data + SLACK, f"took {elapsed:.1f}s"  # type: ignore[operator]
 
 
-NESTING_BUG = (
-    "BUG (imap/_wire.py, FETCH parsing via json): a BODYSTRUCTURE nested 100,000 deep raises a raw "
-    "RecursionError out of imap.fetch instead of a MailkitError (ProtocolError)"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=NESTING_BUG)
 async def test_deeply_nested_fetch_response_is_a_typed_error(certs: Certs) -> None:
     depth = 100_000
 

@@ -189,3 +189,307 @@ def test_bulk_parser_falls_back_on_what_json_cannot_say() -> None:
     parts = _read(b'* 1 FETCH (UID 5 ENVELOPE (NIL "bad \\q escape" NIL NIL NIL NIL NIL NIL NIL NIL))\r\n')
     items = _wire.parse_fetch_batch([parts])
     assert items[0]["UID"] == "5" and items[0]["ENVELOPE"][1] == b"bad q escape"
+
+
+# --- the chunked reader and the block parsers -----------------------------------------------------
+
+
+class _Drip(io.RawIOBase):
+    """A source that hands out at most ``step`` bytes per read, like a socket under TLS."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = data
+        self._at = 0
+        self._step = step
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto1(self, buffer: Any) -> int:
+        self.reads += 1
+        n = min(len(buffer), self._step, len(self._data) - self._at)
+        buffer[:n] = self._data[self._at : self._at + n]
+        self._at += n
+        return n
+
+
+_BODY = b"From: a@b\r\n\r\nline with } and {3}\r\n)\r\n* 9 FETCH (x)\r\n"
+_STREAM = (
+    b"* 1 FETCH (UID 10 RFC822.SIZE 5 FLAGS (\\Seen))\r\n"
+    b"* 2 FETCH (UID 11 RFC822.SIZE 7 FLAGS ())\r\n"
+    b"* 3 EXISTS\r\n"
+    b"* 3 FETCH (UID 12 FLAGS (\\Recent) BODY[] {%d}\r\n%s)\r\n"
+    b"MK7 OK done\r\nleft over\r\n" % (len(_BODY), _BODY)
+)
+
+
+def _drain(reader: _wire.BulkReader) -> list[Any]:
+    out: list[Any] = []
+    while True:
+        block = reader.fetch_block()
+        if block:
+            out.append(("block", block))
+            continue
+        parts = reader.response()
+        out.append(("response", parts))
+        if parts[0].startswith(b"MK7 "):
+            return out
+
+
+@pytest.mark.parametrize("step", [1, 7, 64, 1 << 20])
+def test_bulk_reader_cuts_blocks_and_literals_at_any_read_size(step: int) -> None:
+    source = _Drip(_STREAM, step)
+    reader = _wire.BulkReader(source, size=64)  # a tiny buffer: it must grow and compact correctly
+    got = _drain(reader)
+    blocks = b"".join(v for kind, v in got if kind == "block")
+    responses = [v for kind, v in got if kind == "response"]
+    assert blocks.count(b"\n") + len(responses) == 5
+    assert b"EXISTS" not in blocks and b"BODY[]" not in blocks  # stops before other shapes
+    assert [b"* 3 EXISTS\r\n"] in responses
+    fetch = next(r for r in responses if r[0].startswith(b"* 3 FETCH"))
+    assert fetch[1] == _BODY and isinstance(fetch[1], _wire.Literal)  # byte for byte, never scanned
+    assert fetch[2] == b")\r\n"
+    assert reader.leftover() == b"left over\r\n"[: len(reader.leftover())]
+    assert len(_STREAM) - source._at + len(reader.leftover()) == len(b"left over\r\n")
+
+
+def test_bulk_reader_block_rows_match_the_general_parser() -> None:
+    reader = _wire.BulkReader(_Drip(_STREAM, 1 << 20))
+    block = reader.fetch_block()
+    assert block.count(b"\n") == 2
+    sizes = _wire.parse_size_block(block)
+    assert sizes == [(10, 5, ("\\Seen",)), (11, 7, ())]
+    general = _wire.parse_fetch_block(block)
+    assert general == [
+        {"UID": "10", "RFC822.SIZE": "5", "FLAGS": ["\\Seen"]},
+        {"UID": "11", "RFC822.SIZE": "7", "FLAGS": []},
+    ]
+    assert general == _wire.parse_fetch_batch([[line + b"\n"] for line in block.split(b"\n")[:-1]])
+
+
+def test_size_block_refuses_other_shapes() -> None:
+    assert _wire.parse_size_block(b"* 1 FETCH (RFC822.SIZE 5 UID 10 FLAGS ())\r\n") is None
+    assert _wire.parse_size_block(b'* 1 FETCH (UID 1 RFC822.SIZE 5 FLAGS ("x"))\r\n') is None
+
+
+def test_fetch_block_listing_agrees_with_per_response_parse() -> None:
+    lines = b"".join(_TRICKY[3:4]) + (
+        b'* 4 FETCH (UID 4 FLAGS () ENVELOPE ("d" "s (x) \\\\ NIL" NIL NIL NIL NIL NIL NIL NIL "<m>"))\r\n'
+        b'* 5 FETCH (UID 5 ENVELOPE (NIL "q\\"uote" NIL NIL NIL NIL NIL NIL NIL NIL))\r\n'
+    )
+    reader = _wire.BulkReader(_Drip(lines + b"MK7 OK\r\n", 1 << 20))
+    block = reader.fetch_block()
+    assert block == lines
+    fast = _wire.parse_fetch_block(block)
+    slow = _wire.parse_fetch_batch([[line + b"\n"] for line in block.split(b"\n")[:-1]])
+    assert fast == slow
+    assert fast[1]["ENVELOPE"][1] == "s (x) \\ NIL" and fast[1]["ENVELOPE"][2] is None
+    assert fast[2]["ENVELOPE"][1] in ('q"uote', b'q"uote')  # escaped quote: the general path
+
+
+def test_fast_json_matches_general_conversion() -> None:
+    text = '(UID 1 FLAGS () X (NIL "NIL" ((a b))) BODY[] \x01) (UID 2 Y "a b")'
+    fast = _wire._fetch_json_fast(text)
+    assert fast == (
+        '[["UID","1","FLAGS",[],"X",[null,"NIL",[["a","b"]]],"BODY[]","\\r"],["UID","2","Y","a b"]]'
+    )
+    assert _wire._fetch_json_fast('(X "a\\"b")') is None  # escaped quotes: the general path
+    assert _wire._fetch_json_fast("(BODY[HEADER.FIELDS (A)] x)") is None  # a section with spaces
+    assert _wire._fetch_json_fast('(X "unterminated)') is None
+
+
+def test_endless_line_in_bulk_reader_is_refused_with_bounded_buffer() -> None:
+    reader = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 1 FLAGS (" + b"A" * (_wire.MAX_LINE + 10), 1 << 16))
+    with pytest.raises(ProtocolError):
+        reader.fetch_block() or reader.response()
+    assert len(reader._buf) <= 2 * _wire.MAX_LINE + (1 << 20)
+
+
+def test_bulk_reader_truncated_literal_and_huge_announcement() -> None:
+    with pytest.raises(ConnectionLost):
+        _wire.BulkReader(_Drip(b"* 1 FETCH (UID 3 BODY[] {50}\r\nshort", 3)).response()
+    reader = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 3 BODY[] {9999999999}\r\nxx", 64))
+    with pytest.raises(ProtocolError):
+        reader.response()  # refused before reading: nothing that big is held in memory
+    assert len(reader._buf) < 1 << 21
+
+
+def test_bulk_reader_spools_big_literal(tmp_path: Path) -> None:
+    body = bytes(range(256)) * 40
+    path = tmp_path / "big"
+
+    def spool(size: int):  # type: ignore[no-untyped-def]
+        return str(path), open(path, "wb")
+
+    raw = b"* 1 FETCH (UID 3 BODY[] {%d}\r\n%s)\r\n" % (len(body), body)
+    parts = _wire.BulkReader(_Drip(raw, 100), size=256).response(spool=spool, spool_over=1000)
+    assert parts[1] == _wire.Spooled(str(path), len(body)) and path.read_bytes() == body
+    assert parts[2] == b")\r\n"
+
+
+def test_prefixed_gives_back_bytes_before_the_file() -> None:
+    file = _wire.Prefixed(b"* 1 EXISTS\r\n* 2", io.BufferedReader(io.BytesIO(b" RECENT\r\nrest")))
+    assert file.readline(1000) == b"* 1 EXISTS\r\n"
+    assert file.readline(1000) == b"* 2 RECENT\r\n"
+    assert file.read(4) == b"rest"
+    again = _wire.Prefixed(b"abc", io.BufferedReader(io.BytesIO(b"def")))
+    buf = bytearray(10)
+    assert again.readinto1(memoryview(buf)) == 3 and buf[:3] == b"abc" and again.pending == 0
+    assert again.read(3) == b"def"
+
+
+def test_pipelined_commands_are_plain_lines_only() -> None:
+    out = _wire.pipelined([b"MK1", b"MK2"], [[b"UID FETCH ", b"1:5", b" (UID)"], [b"UID FETCH 6 (UID)"]])
+    assert out == b"MK1 UID FETCH 1:5 (UID)\r\nMK2 UID FETCH 6 (UID)\r\n"
+    with pytest.raises(ValueError):
+        _wire.pipelined([b"MK1"], [[b"X ", _wire.Literal(b"a")]])
+    with pytest.raises(ValueError):
+        _wire.pipelined([b"MK1"], [[b"X\r\nMK9 LOGOUT"]])
+
+
+def test_deeply_nested_response_is_a_protocol_error_not_recursion() -> None:
+    depth = 100_000
+    line = b"* 1 FETCH (UID 1 BODYSTRUCTURE " + b"(" * depth + b"x" + b")" * depth + b")\r\n"
+    with pytest.raises(ProtocolError):
+        _wire.parse_fetch_block(line)
+    with pytest.raises(ProtocolError):
+        _wire.parse_fetch_batch([[line]])
+
+
+def test_literal_block_cuts_whole_body_responses_and_stops_at_anything_else() -> None:
+    bodies = [b"one )\r\n{2}\r\n", b"", b"x" * 300]
+    stream = b"".join(
+        b"* %d FETCH (UID %d FLAGS (\\Seen) BODY[] {%d}\r\n%s)\r\n" % (i + 1, i + 1, len(body), body)
+        for i, body in enumerate(bodies)
+    )
+    stream += b"* 9 FETCH (UID 9 BODY[] {2000}\r\nab"  # incomplete: left for response()
+    reader = _wire.BulkReader(_Drip(stream, 1 << 20))
+    assert reader.fetch_block() == b""  # a literal comes first
+    whole = reader.literal_block(limit=1000)
+    assert [p[1] for p in whole] == bodies
+    assert all(isinstance(p[1], _wire.Literal) and p[2] == b")\r\n" for p in whole)
+    assert whole[0][0] == b"* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[] "
+    assert _wire.parse_fetch_batch(whole) == _wire.parse_fetch_batch(
+        [
+            _wire.read_response(
+                io.BytesIO(
+                    b"* %d FETCH (UID %d FLAGS (\\Seen) BODY[] {%d}\r\n%s)\r\n"
+                    % (i + 1, i + 1, len(body), body)
+                )
+            )
+            for i, body in enumerate(bodies)
+        ]
+    )
+    assert reader.literal_block(limit=1000) == []  # the incomplete one stays
+    assert reader.leftover().startswith(b"* 9 FETCH")
+    big = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 1 BODY[] {5}\r\nabcde)\r\n", 1 << 20))
+    big._fill()
+    assert big.literal_block(limit=4) == []  # bigger than the limit: response() spools it
+
+
+def test_simple_body_rows_agree_with_the_general_parser() -> None:
+    responses = [
+        _read(b"* 1 FETCH (UID 4 FLAGS (\\Seen $x) RFC822.SIZE 3 BODY[] {3}\r\nabc)\r\n"),
+        _read(b"* 2 FETCH (UID 5 FLAGS () RFC822.SIZE 0 BODY[1.2] {0}\r\n)\r\n"),
+    ]
+    simple = _wire._simple_rows(responses)
+    assert simple == [
+        {"UID": "4", "FLAGS": ["\\Seen", "$x"], "RFC822.SIZE": "3", "BODY[]": b"abc"},
+        {"UID": "5", "FLAGS": [], "RFC822.SIZE": "0", "BODY[1.2]": b""},
+    ]
+    texts = [[b'* 1 FETCH (UID 4 X "q" BODY[] ', _wire.Literal(b"a"), b")\r\n"]]
+    assert _wire._simple_rows(texts) is None  # a quoted string: the general parser's job
+    assert _wire.parse_fetch_batch(texts)[0]["X"] == "q"
+
+
+# --- the pipelined exchange on a scripted connection (no sockets) --------------------------------
+
+
+class _FakeIMAP:
+    def __init__(self, replies: bytes) -> None:
+        self.file: Any = io.BufferedReader(io.BytesIO(replies))  # type: ignore[arg-type]
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def _session(fake: _FakeIMAP) -> Any:
+    from types import SimpleNamespace
+
+    from mailkit.imap._session import Session
+
+    session = Session.__new__(Session)
+    session._client = SimpleNamespace(_imap=fake)  # type: ignore[assignment]
+    session._socket = None
+    session._caps = frozenset({"LITERAL+"})
+    session.selected = SimpleNamespace(name="INBOX")  # type: ignore[assignment]
+    session.broken = False
+    return session
+
+
+def test_pipelined_fetch_reads_every_reply_in_order_and_gives_back_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tags = iter([b"T1", b"T2", b"T3"])
+    monkeypatch.setattr(_wire, "new_tag", lambda: next(tags))
+    replies = (
+        b"* 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE 3)\r\n"
+        b"* 5 EXISTS\r\n"
+        b"* 2 FETCH (UID 2 FLAGS () RFC822.SIZE 4)\r\n"
+        b"T1 OK done\r\n"
+        b"* 3 FETCH (UID 3 FLAGS () BODY[] {3}\r\nabc)\r\n"
+        b"T2 OK done\r\n"
+        b"* 4 FETCH (UID 4 FLAGS () RFC822.SIZE 1)\r\n"
+        b"T3 OK done\r\n"
+        b"* 6 EXPUNGE\r\n"  # arrived after our last reply: imaplib's to read
+    )
+    fake = _FakeIMAP(replies)
+    session = _session(fake)
+    rows = session.uid_fetch_many([b"1:2", b"3", b"4"], b"(UID FLAGS)")
+    assert fake.sent == [
+        b"T1 UID FETCH 1:2 (UID FLAGS)\r\nT2 UID FETCH 3 (UID FLAGS)\r\nT3 UID FETCH 4 (UID FLAGS)\r\n"
+    ]
+    assert [r["UID"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[2]["BODY[]"] == b"abc" and rows[0]["FLAGS"] == ["\\Seen"]
+    assert isinstance(fake.file, _wire.Prefixed)
+    assert fake.file.readline(100) == b"* 6 EXPUNGE\r\n" and not session.broken
+
+
+def test_pipelined_fetch_refusal_is_raised_after_all_replies(monkeypatch: pytest.MonkeyPatch) -> None:
+    tags = iter([b"T1", b"T2"])
+    monkeypatch.setattr(_wire, "new_tag", lambda: next(tags))
+    fake = _FakeIMAP(b"T1 NO [SERVERBUG] broken\r\n* 2 FETCH (UID 2)\r\nT2 OK done\r\n")
+    session = _session(fake)
+    with pytest.raises(PermanentError) as exc:
+        session.uid_fetch_many([b"1", b"2"], b"(UID)")
+    assert exc.value.reply is not None and "SERVERBUG" in exc.value.reply.text
+    assert not session.broken  # the stream is in step: the connection stays usable
+    assert fake.file.read() == b""  # T2's reply was read too
+
+
+def test_pipelined_fetch_garbage_closes_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_wire, "new_tag", lambda: b"T1")
+    fake = _FakeIMAP(b"* 1 FETCH (UID 1 FLAGS (\\Seen)))\r\nT1 OK done\r\n")
+    session = _session(fake)
+    with pytest.raises(ProtocolError):
+        session.uid_fetch_many([b"1"], b"(UID FLAGS)")
+    assert session.broken
+
+
+def test_pipelined_replies_may_interleave_and_complete_in_any_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    tags = iter([b"T1", b"T2"])
+    monkeypatch.setattr(_wire, "new_tag", lambda: next(tags))
+    replies = (
+        b"* 1 FETCH (UID 1 FLAGS ())\r\n"
+        b"* 3 FETCH (UID 3 FLAGS () BODY[] {1}\r\nc)\r\n"  # T2's, before T1 is done
+        b"T2 OK done\r\n"
+        b"* 2 FETCH (UID 2 FLAGS (\\Seen))\r\n"
+        b"T1 OK done\r\n"
+    )
+    fake = _FakeIMAP(replies)
+    rows = _session(fake).uid_fetch_many([b"1:2", b"3"], b"(UID FLAGS)")
+    assert sorted(r["UID"] for r in rows) == ["1", "2", "3"]
+    assert next(r for r in rows if r["UID"] == "3")["BODY[]"] == b"c"
+    assert fake.file.read() == b""  # both replies read, nothing left behind
