@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from .config import Endpoint, Security
 from .errors import ConfigError, SecurityError, translating_os_errors
 
-__all__ = ["Stream", "open_stream", "start_tls"]
+__all__ = ["Stream", "abort_transport", "open_stream", "start_tls"]
+
+
+def abort_transport(transport: asyncio.BaseTransport) -> None:
+    """Drop a connection at once; safe on a transport whose connection is already gone."""
+    if not isinstance(transport, asyncio.WriteTransport):
+        transport.close()
+        return
+    # CPython before 3.11.5 raises AttributeError from an SSL transport's abort() once the
+    # connection was lost (its protocol is already detached): then there is nothing left to drop.
+    with contextlib.suppress(AttributeError):
+        transport.abort()
 
 
 @dataclass
@@ -32,7 +43,7 @@ class Stream:
         try:
             await asyncio.wait_for(self.writer.wait_closed(), timeout)
         except (TimeoutError, OSError, ssl.SSLError):
-            self.writer.transport.abort()
+            abort_transport(self.writer.transport)
 
 
 def _quickack(writer: asyncio.StreamWriter) -> None:

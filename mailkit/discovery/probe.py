@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .._log import REDACTED, redact_command
-from .._net import Stream, open_stream, start_tls
+from .._net import Stream, abort_transport, open_stream, start_tls
 from ..config import Endpoint, Security
 from ..errors import (
     CertificateError,
@@ -103,7 +103,7 @@ async def probe(
     except BaseException:
         # Cancelled (a better candidate won, or time ran out): drop the connection at once.
         if stream is not None:
-            stream.writer.transport.abort()
+            abort_transport(stream.writer.transport)
         raise
     elapsed = time.monotonic() - started
     if stream is not None:

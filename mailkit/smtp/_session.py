@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .._log import log_received, log_sent
+from .._net import abort_transport
 from ..config import Credentials, Endpoint, OAuth2, Password, Security, Timeouts
 from ..errors import AuthenticationError, ConfigError, MailkitError, SecurityError, translate_os_error
 from ._wire import Capabilities, Wire
@@ -168,9 +169,8 @@ async def open_session(config: SessionConfig) -> Session:
 def _abort(client: aiosmtplib.SMTP, sock: socket.socket) -> None:
     # A failed session is dropped at once: client.close() alone starts a polite TLS shutdown that
     # waits (up to asyncio's 30 s) for a peer that may never answer, keeping the socket open.
-    transport = client.transport
-    if isinstance(transport, asyncio.WriteTransport):
-        transport.abort()
+    if client.transport is not None:
+        abort_transport(client.transport)
     client.close()
     with contextlib.suppress(OSError):
         sock.close()

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .._log import log_received, log_sent
+from .._net import abort_transport
 from ..config import check_line_safe
 from ..errors import ConnectionLost, MailkitError, ProtocolError, Reply, TimeoutError
 from ..message import Outgoing
@@ -144,7 +145,7 @@ class Wire(asyncio.Protocol):
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
         if not self.transport.is_closing():
-            self.transport.abort()
+            abort_transport(self.transport)
 
     # --- I/O --------------------------------------------------------------------------
     @property
@@ -208,7 +209,7 @@ class Wire(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        self.transport.abort()
+        abort_transport(self.transport)
 
     # --- the transaction --------------------------------------------------------------
     def _commands(self, out: Outgoing, caps: Capabilities) -> list[str]:
