@@ -5,7 +5,10 @@
 Cases (same 2.3 KB message bytes everywhere):
   smtp-source -d -s 1 / -s 8       the C baseline (one reused connection / eight)
   smtplib loop / aiosmtplib loop   one reused connection, the plain Python libraries
-  mailkit send_many                concurrency 1 and 4, with and without a journal
+  mailkit send_many                concurrency 1, 4 and 8, with and without a journal
+  PIPELINING on / off              mailkit, 1 connection, into a sink that advertises PIPELINING and
+                                   into a second one started with ``smtp-sink -p`` (not advertised:
+                                   mailkit falls back to lock-step MAIL, RCPT, DATA)
   personalized bulk                MailTemplate rendered per recipient + send_many, against a loop
                                    of EmailMessage + smtplib send_message
   25 MB attachment                 peak memory (tracemalloc and max RSS) of compose + send
@@ -109,6 +112,7 @@ def account(port: int) -> AsyncAccount:
 
 
 def mailkit_bulk(port: int, outs: list[Outgoing], concurrency: int, journal: str | None) -> float:
+    """send_many with ``per_connection`` unbounded, so each worker keeps one connection."""
     async def run() -> None:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_JOURNAL_DIR")) as tmp:
             async with account(port) as acct:
@@ -221,6 +225,8 @@ def main() -> None:
     n = args.messages
     port = free_port()
     sink = start_sink(port)
+    lockstep_port = free_port()
+    lockstep_sink = start_sink(lockstep_port, "-p")  # -p: do not announce PIPELINING
     try:
         data = [raw_message(i) for i in range(n)]
         outs = [prepare(d, sender=SENDER, key=f"k{i}") for i, d in enumerate(data)]
@@ -232,6 +238,8 @@ def main() -> None:
             "smtplib loop, 1 connection": lambda: smtplib_loop(port, data),
             "aiosmtplib loop, 1 connection": lambda: aiosmtplib_loop(port, data),
             "mailkit send_many, concurrency 1": lambda: mailkit_bulk(port, outs, 1, None),
+            "mailkit c=1, PIPELINING off (smtp-sink -p)": lambda: mailkit_bulk(lockstep_port, outs, 1, None),
+            "mailkit send_many, concurrency 2": lambda: mailkit_bulk(port, outs, 2, None),
             "mailkit send_many, concurrency 4": lambda: mailkit_bulk(port, outs, 4, None),
             "mailkit send_many, concurrency 8": lambda: mailkit_bulk(port, outs, 8, None),
             "mailkit send_many, c=4, journal (FULL sync)": lambda: mailkit_bulk(port, outs, 4, "FULL"),
@@ -251,10 +259,13 @@ def main() -> None:
         ratio = rates["personalized: mailkit template + send_many(4)"] / rates[
             "personalized: EmailMessage + smtplib loop"]
         print(f"  personalized bulk vs EmailMessage + smtplib: {ratio:.1f}x")
+        gain = rates["mailkit send_many, concurrency 1"] / rates["mailkit c=1, PIPELINING off (smtp-sink -p)"]
+        print(f"  PIPELINING on vs off, mailkit 1 connection: {gain:.2f}x")
         print(f"  25 MB attachment: {memory_25mb(port)}")
     finally:
-        sink.terminate()
-        sink.wait()
+        for proc in (sink, lockstep_sink):
+            proc.terminate()
+            proc.wait()
     if args.stack:
         print(f"  implicit TLS session (connect, greeting, EHLO, AUTH, QUIT): {tls_sessions(20)}")
     print(f"  bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

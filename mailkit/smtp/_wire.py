@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ log = logging.getLogger("mailkit.smtp")
 
 MAX_REPLY = 64 * 1024
 CHUNK = 256 * 1024
+REPLY_CACHE = 256  # distinct one-line replies remembered per connection ("250 2.1.0 Ok", ...)
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ class Wire(asyncio.Protocol):
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
         self._debug = log.isEnabledFor(logging.DEBUG)
+        # Replies are immutable and a bulk run sees the same few lines thousands of times.
+        self._parsed: dict[bytes, Reply] = {}
+        # One timer per connection, re-armed lazily: a read only moves the deadline.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self.closing = False  # the server said 421: it is closing the session
         self.prewritten: Outgoing | None = None  # next transaction whose envelope is already sent
         transport.set_protocol(self)
@@ -115,7 +122,15 @@ class Wire(asyncio.Protocol):
             if self._lines:
                 self._lines.append(text)
                 text, self._lines = "\n".join(self._lines), []
-            self._replies.append(smtp_reply(int(line[:3]), text))
+                self._replies.append(smtp_reply(int(line[:3]), text))
+                continue
+            reply = self._parsed.get(line)
+            if reply is None:
+                reply = smtp_reply(int(line[:3]), text)
+                if len(self._parsed) >= REPLY_CACHE:
+                    self._parsed.clear()  # e.g. "queued as <id>" replies, all different
+                self._parsed[line] = reply
+            self._replies.append(reply)
         if len(buffer) > MAX_REPLY or sum(map(len, self._lines)) > MAX_REPLY:
             self._fail(ProtocolError(f"{self.where}: reply too long"))
             return
@@ -141,6 +156,7 @@ class Wire(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self._lost is None:
             self._lost = exc
+        self._disarm()
         for fut in (self._waiter, self._drain):
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
@@ -182,22 +198,44 @@ class Wire(asyncio.Protocol):
             self._wanted = count
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            # A timer on our own future: cheaper than wait_for, which wraps it per call.
-            timer = None if timeout is None else loop.call_later(timeout, self._expire, waiter)
+            if timeout is None:
+                self._deadline = math.inf  # a timer left from an earlier read just lapses
+            else:
+                # Cheaper than wait_for (a wrapper per call) or a timer per read (a heap entry
+                # per read, cancelled each time): a timer set earlier that fires before the
+                # deadline re-arms itself in _expire.
+                self._deadline = deadline = loop.time() + timeout
+                timer = self._timer
+                if timer is None or timer.when() > deadline:
+                    if timer is not None:
+                        timer.cancel()
+                    self._timer = loop.call_at(deadline, self._expire)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         replies = [self._replies.popleft() for _ in range(count)]
         if any(r.code == 421 for r in replies):
             self.closing = True
         return replies
 
-    def _expire(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits now: the next read arms a new timer
+        if self._deadline == math.inf:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
             self._fail(TimeoutError(f"{self.where}: timed out waiting for the server"))
+        else:
+            self._timer = loop.call_at(self._deadline, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def command(self, line: str, timeout: float | None) -> Reply:
         check_line_safe(line, "SMTP command")
@@ -205,6 +243,7 @@ class Wire(asyncio.Protocol):
         return (await self.read(1, timeout))[0]
 
     def close(self) -> None:
+        self._disarm()
         if not self.transport.is_closing():
             self.transport.close()
 
