@@ -6,7 +6,6 @@ CI runs are repeatable.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +17,6 @@ from hypothesis import HealthCheck, settings
 from tests.faults.proxy import open_socket_count
 from tests.faults.scripted import Certs
 
-_HERE = Path(__file__).resolve().parent
-
 settings.register_profile(
     "faults",
     derandomize=True,
@@ -27,23 +24,6 @@ settings.register_profile(
     max_examples=200,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.faults)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _mailkit_test_environment() -> Iterator[None]:
-    previous = os.environ.get("MAILKIT_TEST_ENVIRONMENT")
-    os.environ["MAILKIT_TEST_ENVIRONMENT"] = "1"
-    yield
-    if previous is None:
-        os.environ.pop("MAILKIT_TEST_ENVIRONMENT", None)
-    else:
-        os.environ["MAILKIT_TEST_ENVIRONMENT"] = previous
 
 
 @pytest.fixture(scope="session")

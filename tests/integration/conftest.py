@@ -1,41 +1,17 @@
 """Fixtures handing the local mail stack (scripts/mailstack) to integration tests.
 
-Every test under tests/integration/ is marked ``integration``. The stack is started once per
-session (a fast no-op when it already runs) and left running afterwards, so repeated test
-runs do not pay the start-up again; ``scripts/mailstack down`` stops it.
+The stack is started once per session (a fast no-op when it already runs) and left running
+afterwards, so repeated test runs do not pay the start-up again; ``scripts/mailstack down`` stops it.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.integration.mailstack import MailStack, MailStackError
-
-_HERE = Path(__file__).resolve().parent
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # A conftest hook sees the whole session's items: mark only those in this directory.
-    for item in items:
-        if _HERE in Path(item.path).resolve().parents:
-            item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _mailkit_test_environment() -> Iterator[None]:
-    previous = os.environ.get("MAILKIT_TEST_ENVIRONMENT")
-    os.environ["MAILKIT_TEST_ENVIRONMENT"] = "1"
-    yield
-    if previous is None:
-        os.environ.pop("MAILKIT_TEST_ENVIRONMENT", None)
-    else:
-        os.environ["MAILKIT_TEST_ENVIRONMENT"] = previous
 
 
 @pytest.fixture(scope="session")
