@@ -7,6 +7,8 @@ given profile, then discovery) and protocol work is delegated to the protocol pa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import os
 import ssl
 import warnings
@@ -14,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -31,7 +33,8 @@ from .config import (
     check_line_safe,
 )
 from .discovery.profile import Profile
-from .errors import ConfigError, MailkitError, SecurityError
+from .errors import ConfigError, ConnectError, ConnectionLost, MailkitError, SecurityError
+from .errors import TimeoutError as MailkitTimeoutError
 from .tls import InsecureWarning, create_ssl_context
 
 if TYPE_CHECKING:
@@ -46,6 +49,13 @@ if TYPE_CHECKING:
 __all__ = ["Account", "AccountSettings", "AsyncAccount"]
 
 _TRUE = {"1", "true", "yes", "on"}
+
+log = logging.getLogger("mailkit")
+
+T = TypeVar("T")
+
+# A server that no longer answers (as opposed to one that answers "no"): worth finding again.
+_UNREACHABLE = (ConnectError, MailkitTimeoutError, ConnectionLost)
 
 
 @dataclass(frozen=True)
@@ -233,24 +243,76 @@ class AsyncAccount:
             )
         return choice.endpoint
 
+    async def connect_with(self, protocol: Protocol | str, opener: Callable[[Endpoint], Awaitable[T]]) -> T:
+        """``opener(endpoint)`` on this account's endpoint for ``protocol``.
+
+        If the endpoint was found by discovery and stops answering (refused, timed out, closed
+        before the greeting), discovery runs again for that protocol, once, and a different working
+        endpoint is used. Explicit URLs and a given profile are the caller's choice: never replaced.
+        """
+        protocol = Protocol(protocol)
+        endpoint = await self.endpoint(protocol)
+        try:
+            return await opener(endpoint)
+        except _UNREACHABLE as exc:
+            fresh = await self._rediscover(protocol, endpoint)
+            if fresh is None:
+                raise
+            log.warning(
+                "%s server %s no longer answers (%s); using %s", protocol.value, endpoint.url, exc, fresh.url
+            )
+        return await opener(fresh)
+
     async def _discover(self) -> Profile:
         async with self._discovery_lock:
             if self._discovered is None:
-                from .discovery import discover_async
-
-                credentials = self.settings.credentials
-                self._discovered = await discover_async(
-                    self.address,
-                    credentials.password if isinstance(credentials, Password) else None,
-                    user=credentials.user if credentials is not None else None,
-                    # Only what was not given explicitly needs finding.
-                    protocols=[p for p in Protocol if p not in self.settings.endpoints],
-                    ca_file=self.settings.ca_file,
-                    allow_insecure=self.settings.allow_insecure,
-                    timeouts=self.settings.timeouts,
-                    test_environment=self.settings.test_environment,
-                )
+                # Only what was not given explicitly needs finding.
+                wanted = [p for p in Protocol if p not in self.settings.endpoints]
+                self._discovered = await self._run_discovery(wanted)
             return self._discovered
+
+    async def _run_discovery(self, protocols: list[Protocol]) -> Profile:
+        from .discovery import discover_async
+
+        credentials = self.settings.credentials
+        return await discover_async(
+            self.address,
+            credentials.password if isinstance(credentials, Password) else None,
+            user=credentials.user if credentials is not None else None,
+            protocols=protocols,
+            ca_file=self.settings.ca_file,
+            allow_insecure=self.settings.allow_insecure,
+            timeouts=self.settings.timeouts,
+            test_environment=self.settings.test_environment,
+        )
+
+    async def _rediscover(self, protocol: Protocol, failed: Endpoint) -> Endpoint | None:
+        """A different working endpoint for ``protocol`` than ``failed``, or None."""
+        if protocol in self.settings.endpoints or self.settings.profile is not None:
+            return None
+        async with self._discovery_lock:
+            current = self._discovered.choice(protocol) if self._discovered is not None else None
+            if current is not None and current.endpoint == failed:
+                # The cache and its downgrade latch still apply: the dead endpoint is simply
+                # probed again with the others, and the latch keeps plaintext out.
+                try:
+                    fresh = await self._run_discovery([protocol])
+                except MailkitError as exc:
+                    log.warning("rediscovering %s for %s failed: %s", protocol.value, self.address, exc)
+                    return None
+                assert self._discovered is not None
+                known = {p: self._discovered.choice(p) for p in Protocol}
+                known[protocol] = fresh.choice(protocol)
+                self._discovered = dataclasses.replace(
+                    self._discovered,
+                    smtp=known[Protocol.SMTP],
+                    imap=known[Protocol.IMAP],
+                    pop3=known[Protocol.POP3],
+                )
+            choice = self._discovered.choice(protocol) if self._discovered is not None else None
+        if choice is None or choice.endpoint == failed:
+            return None
+        return choice.endpoint
 
     def on_close(self, closer: Callable[[], Awaitable[object]]) -> None:
         """Register a coroutine function that ``aclose`` awaits (adapters keep connections open)."""

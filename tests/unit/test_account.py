@@ -156,3 +156,101 @@ def test_async_close_runs_registered_closers_in_reverse():
 
     asyncio.run(main())
     assert order == ["second", "first"]
+
+
+# --- a discovered endpoint that stops answering is found again (connect_with) ------------------
+
+
+def _profile(address: str, **urls: str) -> Profile:
+    choices = {name: Choice(Endpoint.parse(url), "guess", verified=True) for name, url in urls.items()}
+    return Profile(address=address, **choices)
+
+
+class _Discovery:
+    """Stands in for the network: each run hands out the next profile and records what was asked."""
+
+    def __init__(self, *profiles: Profile) -> None:
+        self.profiles = list(profiles)
+        self.asked: list[list[Protocol]] = []
+
+    async def __call__(self, protocols: list[Protocol]) -> Profile:
+        self.asked.append(protocols)
+        return self.profiles.pop(0)
+
+
+def _opener(dead: set[str], error: Exception, used: list[str]):
+    async def opener(endpoint: Endpoint) -> str:
+        used.append(endpoint.url)
+        if endpoint.url in dead:
+            raise error
+        return endpoint.url
+
+    return opener
+
+
+async def test_a_discovered_endpoint_that_stops_answering_is_rediscovered_once(monkeypatch, caplog):
+    from mailkit import ConnectError
+
+    address = "alice@example.com"
+    first = _profile(address, imap="imaps://old.example.com", smtp="smtps://smtp.example.com")
+    second = _profile(address, imap="imap+starttls://new.example.com", smtp="smtps://other.example.com")
+    discovery = _Discovery(first, second)
+    acct = AsyncAccount(address, password="pw")
+    monkeypatch.setattr(acct, "_run_discovery", discovery)
+    used: list[str] = []
+    opener = _opener({"imaps://old.example.com:993"}, ConnectError("refused"), used)
+
+    assert await acct.connect_with("imap", opener) == "imap+starttls://new.example.com:143"
+    assert used == ["imaps://old.example.com:993", "imap+starttls://new.example.com:143"]
+    assert discovery.asked[1] == [Protocol.IMAP]  # only the failed protocol is looked for again
+    assert (await acct.endpoint("imap")).host == "new.example.com"  # later connections use it too
+    assert (await acct.endpoint("smtp")).host == "smtp.example.com"  # the others are kept
+    assert "no longer answers" in caplog.text and "pw" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["explicit", "profile"])
+async def test_endpoints_the_caller_chose_are_never_replaced(monkeypatch, kind):
+    from mailkit import ConnectError
+
+    address = "alice@example.com"
+    options = (
+        {"imap": "imaps://mine.example.com"}
+        if kind == "explicit"
+        else {"profile": _profile(address, imap="imaps://mine.example.com")}
+    )
+    acct = AsyncAccount(address, password="pw", **options)
+    discovery = _Discovery(_profile(address, imap="imaps://elsewhere.example.com"))
+    monkeypatch.setattr(acct, "_run_discovery", discovery)
+    used: list[str] = []
+    with pytest.raises(ConnectError):
+        await acct.connect_with("imap", _opener({"imaps://mine.example.com:993"}, ConnectError("x"), used))
+    assert used == ["imaps://mine.example.com:993"] and discovery.asked == []
+
+
+async def test_rediscovery_that_finds_the_same_dead_endpoint_raises_the_original_error(monkeypatch):
+    from mailkit import TimeoutError as MailkitTimeout
+
+    address = "alice@example.com"
+    same = _profile(address, pop3="pop3s://pop.example.com")
+    acct = AsyncAccount(address, password="pw")
+    discovery = _Discovery(same, same)
+    monkeypatch.setattr(acct, "_run_discovery", discovery)
+    used: list[str] = []
+    original = MailkitTimeout("connect timed out")
+    with pytest.raises(MailkitTimeout) as caught:
+        await acct.connect_with("pop3", _opener({"pop3s://pop.example.com:995"}, original, used))
+    assert caught.value is original
+    assert used == ["pop3s://pop.example.com:995"] and len(discovery.asked) == 2
+
+
+async def test_a_server_that_answers_no_is_not_rediscovered(monkeypatch):
+    from mailkit import AuthenticationError, CertificateError
+
+    address = "alice@example.com"
+    for error in (AuthenticationError("bad password"), CertificateError("expired")):
+        acct = AsyncAccount(address, password="pw")
+        discovery = _Discovery(_profile(address, smtp="smtps://smtp.example.com"))
+        monkeypatch.setattr(acct, "_run_discovery", discovery)
+        with pytest.raises(type(error)):
+            await acct.connect_with("smtp", _opener({"smtps://smtp.example.com:465"}, error, []))
+        assert len(discovery.asked) == 1  # the first discovery only
