@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Collection, Iterable,
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
-from ..config import Protocol, Security
+from ..config import Endpoint, Protocol, Security
 from ..errors import ConfigError, ConnectionLost, MailkitError
 from ..message import AddressLike, AddressPolicy, Attachment, AttachmentLike, Outgoing, compose, prepare
 from ._session import DEFAULT_MECHANISMS, Session, SessionConfig, open_session
@@ -52,10 +52,11 @@ class AsyncSMTP:
     def policy(self) -> AddressPolicy:
         return AddressPolicy(test_environment=self._account.settings.test_environment)
 
-    async def session_config(self) -> SessionConfig:
-        if self._config is None:
-            settings = self._account.settings
+    async def session_config(self, endpoint: Endpoint | None = None) -> SessionConfig:
+        if endpoint is None:
             endpoint = await self._account.endpoint(Protocol.SMTP)
+        if self._config is None or self._config.endpoint != endpoint:
+            settings = self._account.settings
             self._config = SessionConfig(
                 endpoint=endpoint,
                 credentials=settings.credentials,
@@ -68,7 +69,11 @@ class AsyncSMTP:
         return self._config
 
     async def open_session(self) -> Session:
-        return await open_session(await self.session_config())
+        """A new authenticated session (a discovered server that went away is looked for again)."""
+        return await self._account.connect_with(Protocol.SMTP, self._open_at)
+
+    async def _open_at(self, endpoint: Endpoint) -> Session:
+        return await open_session(await self.session_config(endpoint))
 
     def _pool_for_send(self) -> Pool:
         if self._pool is None:
@@ -174,7 +179,7 @@ class AsyncSMTP:
         try:
             config = await self.session_config()
             results = run_bulk(
-                messages, prepare=self._bulk_prepare, opener=lambda: open_session(config),
+                messages, prepare=self._bulk_prepare, opener=self.open_session,
                 timeouts=config.timeouts, concurrency=concurrency, rate_per_minute=rate_per_minute,
                 per_connection=per_connection, journal=store, resend_unknown=resend_unknown,
                 retries=retries, backoff=backoff, max_backoff=max_backoff,
