@@ -23,7 +23,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..config import OAuth2, Protocol
+from ..config import Endpoint, OAuth2, Protocol
 from ..errors import (
     ConfigError,
     ConnectionLost,
@@ -85,8 +85,12 @@ class AsyncIMAP:
             raise MailkitError("this IMAP session is closed")
         if self._session is not None and not self._session.broken:
             return
+        await self._account.connect_with(Protocol.IMAP, self._connect_to)
+        if self._mailbox is not None:
+            await self._call(self.session.select, self._mailbox)
+
+    async def _connect_to(self, endpoint: Endpoint) -> None:
         settings = self._account.settings
-        endpoint = await self._account.endpoint(Protocol.IMAP)
         creds = settings.credentials
         token = await creds.token() if isinstance(creds, OAuth2) else None
         ssl_context = settings.ssl_context()
@@ -106,8 +110,6 @@ class AsyncIMAP:
         await self._call(
             session.connect, timeout=_sum(settings.timeouts.connect, *[settings.timeouts.command] * 6, 3)
         )
-        if self._mailbox is not None:
-            await self._call(session.select, self._mailbox)
 
     async def aclose(self) -> None:
         if self._closed:
