@@ -159,6 +159,9 @@ async def open_session(config: SessionConfig) -> Session:
     except asyncio.CancelledError:
         _abort(client, sock)
         raise
+    except MailkitError:
+        _abort(client, sock)
+        raise  # already ours: chaining it to itself would make its cause a cycle
     except Exception as exc:
         _abort(client, sock)
         raise translate(exc, f"{where}: {step}") from exc

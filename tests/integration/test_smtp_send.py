@@ -12,7 +12,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailkit.account import Account, AsyncAccount
-from mailkit.errors import AuthenticationError
+from mailkit.errors import AuthenticationError, ConfigError
 from mailkit.smtp import RecipientsRefusedError
 from mailkit.smtp.client import AsyncSMTP
 from tests.integration.mailstack import MailStack
@@ -122,6 +122,30 @@ async def test_wrong_password_is_an_authentication_error(clean_mailstack: MailSt
             await acct.send(to="bob@example.test", subject="x", text="t")
     assert info.value.reply is not None and info.value.reply.code == 535
     assert "wrong" not in str(info.value)
+    _assert_cause_chain_ends(info.value)
+
+
+def _assert_cause_chain_ends(error: BaseException) -> None:
+    """Code that walks ``__cause__`` must not loop: no error may be its own (indirect) cause."""
+    seen: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None:
+        assert all(cause is not earlier for earlier in seen), f"the cause chain of {error!r} loops"
+        seen.append(cause)
+        cause = cause.__cause__
+
+
+async def test_our_own_error_while_connecting_is_raised_as_it_is(clean_mailstack: MailStack) -> None:
+    # Raised by mailkit itself inside the connect-and-login step: the token with a line break is
+    # refused (ConfigError), or before that, on a stack without OAuth2, the missing mechanism.
+    acct = AsyncAccount("alice@example.test", oauth2=lambda: "token\r\nRSET",
+                        smtp=clean_mailstack.url("submissions"), ca_file=clean_mailstack.ca_file,
+                        test_environment=True)
+    async with acct:
+        with pytest.raises((ConfigError, AuthenticationError)) as info:
+            await acct.send(to="bob@example.test", subject="x", text="t")
+    assert "RSET" not in str(info.value)
+    _assert_cause_chain_ends(info.value)
 
 
 def test_sync_account_send_and_send_many(clean_mailstack: MailStack) -> None:
