@@ -30,8 +30,12 @@ def mailstack() -> MailStack:
 
 @pytest.fixture
 def clean_mailstack(mailstack: MailStack) -> MailStack:
-    """The stack with every user's mailboxes emptied and Postfix's queue dropped."""
-    mailstack.reset()
+    """The stack with every user's mailboxes emptied and Postfix's queue dropped.
+
+    The benchmark user perf@example.test (``BENCH_USERS``) keeps its own folders (the benchmarks'
+    10k-message mailboxes survive test runs); its INBOX and other standard folders are emptied.
+    """
+    mailstack.reset_test_users()
     return mailstack
 
 

@@ -24,7 +24,7 @@ from email.policy import default as default_policy
 
 import pytest
 
-from tests.integration.mailstack import MailStack
+from tests.integration.mailstack import BENCH_USERS, MailStack
 
 ALICE = "alice@example.test"
 BOB = "bob@example.test"
@@ -291,13 +291,13 @@ def test_recipients_outside_example_test_stay_local(
 def test_large_message_over_submissions(clean_mailstack: MailStack, ssl_context: ssl.SSLContext) -> None:
     stack = clean_mailstack
     body = ("x" * 76 + "\n") * (21 * 1024 * 1024 // 77)  # ~21 MB
-    msg = _message(ALICE, PERF, body=body)
+    msg = _message(ALICE, CAROL, body=body)
     with smtplib.SMTP_SSL(stack.host, stack.submissions_port, context=ssl_context, timeout=60) as smtp:
         smtp.ehlo()
         assert int(smtp.esmtp_features["size"]) >= 50 * 1024 * 1024
         smtp.login(ALICE, stack.users[ALICE])
         assert smtp.send_message(msg) == {}
-    stack.wait_for_messages(PERF, 1, timeout=60)
+    stack.wait_for_messages(CAROL, 1, timeout=60)
 
 
 # --- TLS certificates --------------------------------------------------------------------
@@ -418,16 +418,16 @@ def test_reset_empties_mailboxes_and_keeps_special_use(
 def test_deliver_many_is_fast(clean_mailstack: MailStack, ssl_context: ssl.SSLContext) -> None:
     stack = clean_mailstack
     messages = [
-        f"From: {ALICE}\r\nTo: {PERF}\r\nSubject: bulk {i}\r\n\r\nmessage number {i}\r\n".encode()
+        f"From: {ALICE}\r\nTo: {BOB}\r\nSubject: bulk {i}\r\n\r\nmessage number {i}\r\n".encode()
         for i in range(1000)
     ]
     started = time.monotonic()
-    assert stack.deliver_many(PERF, messages) == 1000
+    assert stack.deliver_many(BOB, messages) == 1000
     elapsed = time.monotonic() - started
     assert elapsed < 5.0, f"deliver_many(1000) took {elapsed:.2f}s"
-    assert stack.message_count(PERF) == 1000
+    assert stack.message_count(BOB) == 1000
     with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ssl_context) as imap:
-        imap.login(PERF, stack.users[PERF])
+        imap.login(BOB, stack.users[BOB])
         typ, data = imap.select("INBOX", readonly=True)
         assert typ == "OK" and data[0] == b"1000"
         typ, data = imap.search(None, "SUBJECT", '"bulk 737"')
@@ -435,3 +435,106 @@ def test_deliver_many_is_fast(clean_mailstack: MailStack, ssl_context: ssl.SSLCo
         typ, data = imap.fetch(data[0], "(BODY.PEEK[TEXT])")
         assert data[0][1] == b"message number 737\r\n"
         imap.logout()
+
+
+def test_test_reset_keeps_the_benchmark_folders(mailstack: MailStack) -> None:
+    # What clean_mailstack does: perf's benchmark folders (10k messages) survive test runs, while
+    # its INBOX and special-use folders, where tests deliver, are emptied like everyone's.
+    assert PERF in BENCH_USERS
+    mailstack.deliver(PERF, b"Subject: bench data\r\n\r\nkeep me\r\n", mailbox="BenchSmoke")
+    mailstack.deliver(PERF, b"Subject: test data\r\n\r\ndrop me\r\n")
+    mailstack.deliver(PERF, b"Subject: test data\r\n\r\ndrop me\r\n", mailbox="Sent")
+    mailstack.deliver(BOB, b"Subject: test data\r\n\r\ndrop me\r\n", mailbox="Projects")
+    try:
+        mailstack.reset_test_users()
+        assert mailstack.message_count(PERF, "BenchSmoke") == 1
+        assert mailstack.message_count(PERF) == 0
+        assert mailstack.message_count(PERF, "Sent") == 0
+        assert "Projects" not in mailstack.mailboxes(BOB)
+    finally:
+        mailstack.doveadm("mailbox", "delete", "-r", "-s", "-u", PERF, "BenchSmoke")
+
+
+# --- OAuth2 (XOAUTH2 / OAUTHBEARER, tokens validated by Dovecot without a network service) ---
+
+
+@pytest.fixture
+def oauth2_stack(mailstack: MailStack) -> MailStack:
+    if not mailstack.has_oauth2:
+        pytest.skip(f"the stack at {mailstack.root} was started before OAuth2 support: restart it "
+                    "(scripts/mailstack down; scripts/mailstack up)")
+    return mailstack
+
+
+def _xoauth2(user: str, token: str) -> bytes:
+    return f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
+
+
+def test_oauth2_key_is_private_to_dovecot_and_root(oauth2_stack: MailStack) -> None:
+    key = oauth2_stack.oauth2_key_file
+    assert len(base64.b64decode(key.read_text())) == 32
+    assert key.stat().st_mode & 0o777 == 0o640
+    assert f"export MAILSTACK_OAUTH2_KEY_FILE='{key}'" in oauth2_stack.script("env").stdout
+
+
+def test_every_protocol_offers_xoauth2_and_oauthbearer_next_to_passwords(
+    oauth2_stack: MailStack, ssl_context: ssl.SSLContext
+) -> None:
+    stack = oauth2_stack
+    with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ssl_context) as imap:
+        imap_caps = set(imap.capabilities)
+    pop = poplib.POP3_SSL(stack.host, stack.pop3s_port, context=ssl_context, timeout=10)
+    pop_sasl = set(pop.capa()["SASL"])
+    pop.quit()
+    with smtplib.SMTP_SSL(stack.host, stack.submissions_port, context=ssl_context, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp_auth = set(smtp.esmtp_features["auth"].split())
+    for mechs in ({m.removeprefix("AUTH=") for m in imap_caps if m.startswith("AUTH=")}, pop_sasl, smtp_auth):
+        assert {"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"} <= mechs
+
+
+def _imap_xoauth2(stack: MailStack, context: ssl.SSLContext, token: str) -> str:
+    with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=context) as imap:
+        # The first challenge is empty; a second one is the error status, answered empty.
+        typ, _ = imap.authenticate("XOAUTH2", lambda challenge: b"" if challenge else _xoauth2(ALICE, token))
+        imap.logout()
+    return str(typ)
+
+
+def test_a_minted_token_logs_in(oauth2_stack: MailStack, ssl_context: ssl.SSLContext) -> None:
+    assert _imap_xoauth2(oauth2_stack, ssl_context, oauth2_stack.oauth2_token(ALICE)) == "OK"
+
+
+@pytest.mark.parametrize("case", ["expired", "wrong key", "another user's", "not yet valid", "the password"])
+def test_a_bad_token_is_refused(oauth2_stack: MailStack, ssl_context: ssl.SSLContext, case: str) -> None:
+    stack = oauth2_stack
+    token = {
+        "expired": lambda: stack.oauth2_token(ALICE, expires_in=-60),
+        "wrong key": lambda: stack.oauth2_token(ALICE, key=b"k" * 32),
+        "another user's": lambda: stack.oauth2_token(BOB),
+        "not yet valid": lambda: stack.oauth2_token(ALICE, nbf=int(time.time()) + 600),
+        # The oauth2 passdb ends on a refused token (return-fail): it is never tried as a password.
+        "the password": lambda: stack.users[ALICE],
+    }[case]()
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        _imap_xoauth2(stack, ssl_context, token)
+
+
+def test_smtp_oauthbearer_goes_through_dovecot_sasl(
+    oauth2_stack: MailStack, ssl_context: ssl.SSLContext
+) -> None:
+    stack = oauth2_stack
+    msg = _message(ALICE, BOB)
+    with smtplib.SMTP_SSL(stack.host, stack.submissions_port, context=ssl_context, timeout=10) as smtp:
+        smtp.ehlo()
+        payload = f"n,a={ALICE},\x01auth=Bearer {stack.oauth2_token(ALICE, expires_in=-1)}\x01\x01"
+        code, reply = smtp.docmd("AUTH", "OAUTHBEARER " + base64.b64encode(payload.encode()).decode())
+        assert code == 334  # the error status as a challenge (RFC 7628) ...
+        assert b"invalid_token" in base64.b64decode(reply)
+        code, _ = smtp.docmd("AQ==")
+        assert code == 535  # ... answered with %x01, then refused
+        payload = f"n,a={ALICE},\x01auth=Bearer {stack.oauth2_token(ALICE)}\x01\x01"
+        code, reply = smtp.docmd("AUTH", "OAUTHBEARER " + base64.b64encode(payload.encode()).decode())
+        assert code == 235, reply
+        assert smtp.send_message(msg) == {}
+
