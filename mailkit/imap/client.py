@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..config import Endpoint, OAuth2, Protocol
 from ..errors import (
+    CertificateError,
     ConfigError,
     ConnectionLost,
     MailkitError,
     ProtocolError,
     StateError,
     TimeoutError,
+    TLSError,
 )
 from ._session import FetchSpec, Session
 from ._types import Change, ChangeKind, Folder, FolderStatus, Mailbox, Message, SpecialUse
@@ -559,9 +561,12 @@ class AsyncIMAP:
         """Changes to ``mailbox`` as they happen (IDLE), forever.
 
         IDLE is re-issued every ``reissue_after`` seconds (servers drop it after 30 min); when
-        nothing arrives for ``heartbeat`` seconds the connection is checked with NOOP; a dead
-        connection is replaced, with exponential backoff, and what happened meanwhile is caught
-        up by comparing with the last seen state, so no change is lost across a reconnect.
+        nothing arrives for ``heartbeat`` seconds the connection is checked (DONE and NOOP must be
+        answered within the command timeout), so a link that died silently is found within
+        ``heartbeat`` plus that timeout. A lost connection is replaced, with exponential backoff,
+        and what happened meanwhile is caught up by comparing with the last seen state, so no
+        change is lost or repeated across a reconnect. Closing this IMAP session (or its account),
+        from any thread, ends the iteration: IDLE is left, the session logs out.
         """
         if not 0 < reissue_after <= 29 * 60:
             raise ConfigError("reissue_after must be within (0, 1740] seconds (RFC 2177)")
@@ -569,38 +574,53 @@ class AsyncIMAP:
         delay = backoff[0]
         first = True
         try:
-            while True:
+            while not self._closed:
                 try:
                     s = await self._ensure_reconnected()
                     plan = await self._call(make_plan, s, st, mailbox)
-                    if first:
-                        # The baseline: remember what is there without reporting it.
-                        async for _ in self._deliver(
-                            s, st, plan, None, bodies=False, policy="rebaseline",
-                            batch_size=500, batch_bytes=16 << 20, stream_over=8 << 20,
-                        ):  # fmt: skip
-                            pass
-                        first = False
-                    else:
-                        async for change in self._deliver(
-                            s, st, plan, None, bodies=bodies, policy="rebaseline",
-                            batch_size=500, batch_bytes=16 << 20, stream_over=8 << 20,
-                        ):  # fmt: skip
-                            yield change
+                    # The first round is the baseline: remember what is there without reporting it.
+                    # Closed on the spot when the consumer stops, so no fetch is left in flight.
+                    delivering = self._deliver(
+                        s, st, plan, None, bodies=bodies and not first, policy="rebaseline",
+                        batch_size=500, batch_bytes=16 << 20, stream_over=8 << 20,
+                    )  # fmt: skip
+                    async with contextlib.aclosing(delivering):
+                        async for change in delivering:
+                            if not first:
+                                yield change
+                    first = False
                     delay = backoff[0]
                     stop = threading.Event()
                     try:
-                        await self._call(_idle_until_event, s, stop, reissue_after, heartbeat, timeout=None)
+                        halt = functools.partial(self._stop_watching, stop)
+                        await self._call(_idle_until_event, s, halt, reissue_after, heartbeat, timeout=None)
                     finally:
                         stop.set()
-                except (ConnectionLost, ProtocolError, TimeoutError, OSError) as exc:
+                except (MailkitError, OSError) as exc:
+                    if self._closed:
+                        return  # closed under us: the errors of the cut connection mean nothing
+                    if not isinstance(exc, _RECONNECT) or isinstance(exc, CertificateError):
+                        raise  # not the network (e.g. refused credentials, another certificate)
+                    # The network or the server went away (a handshake cut short is a TLSError):
+                    # the mailbox is still there, so try again, less and less often.
                     log.info("IMAP watch: connection lost (%s); reconnecting in %.1f s", exc, delay)
                     if self._session is not None:
                         self._session.shutdown()
-                    await asyncio.sleep(delay)
+                    await self._pause(delay)
                     delay = min(delay * 2, backoff[1])
         finally:
             st.close()
+
+    def _stop_watching(self, stop: threading.Event) -> bool:
+        """Read by the IDLE thread once a second: stop idling when told to or when closed."""
+        return stop.is_set() or self._closed
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between reconnects, waking early when the session is closed."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while not self._closed and (left := end - loop.time()) > 0:
+            await asyncio.sleep(min(left, 0.1))
 
     async def _ensure_reconnected(self) -> Session:
         if self._session is None or self._session.broken:
@@ -673,8 +693,12 @@ def _fetch_store(
     ]
 
 
-def _idle_until_event(s: Session, stop: threading.Event, reissue_after: float, heartbeat: float) -> None:
-    """IDLE until the server reports something, or it is time to re-issue; check liveness."""
+# What a lost or dying connection raises; a reconnect may help.
+_RECONNECT = (ConnectionLost, ProtocolError, TimeoutError, OSError, TLSError)
+
+
+def _idle_until_event(s: Session, stop: Callable[[], bool], reissue_after: float, heartbeat: float) -> None:
+    """IDLE until the server reports something, it is time to re-issue, or ``stop()``; check liveness."""
     client = s.client
     deadline = time.monotonic() + reissue_after
     quiet_since = time.monotonic()
@@ -696,7 +720,7 @@ def _idle_until_event(s: Session, stop: threading.Event, reissue_after: float, h
             client.idle_done()
             return
         try:
-            while not stop.is_set():
+            while not stop():
                 responses = client.idle_check(timeout=1.0)
                 if s.broken or (not responses and _peer_closed(client.socket())):
                     # imapclient's idle_check swallows EOF and returns []; find out ourselves.
@@ -869,4 +893,6 @@ class IMAP:
         return count
 
     def watch(self, mailbox: str = "INBOX", **options: Any) -> Iterator[Change]:
+        """``AsyncIMAP.watch``, blocking. To stop: break out of the loop (the session stays usable),
+        or close this IMAP session or its account from another thread (the loop then just ends)."""
         return self._portal.iterate(self._async.watch(mailbox, **options))

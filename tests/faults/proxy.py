@@ -1,4 +1,5 @@
-"""A fault-injecting TCP proxy on loopback: latency, stalls, cuts, resets, tiny fragments, wire capture.
+"""A fault-injecting TCP proxy on loopback: latency, stalls, cuts, resets, tiny fragments, dead links
+(``freeze``), wire capture.
 
 Rule: every fault is fixed by a ``FaultPlan`` chosen when the connection is accepted (from a seeded
 random generator when plans are random), so a failing run replays exactly. The proxy runs its own
@@ -18,6 +19,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -108,6 +110,11 @@ class ProxiedConnection:
     forwarded: dict[str, int] = field(default_factory=lambda: {UP: 0, DOWN: 0})
     fired: bool = False  # the plan's action happened
     closed: threading.Event = field(default_factory=threading.Event)
+    opened_at: float = field(default_factory=time.monotonic)  # when the proxy accepted it
+    # A frozen connection is a dead path: both sockets stay open, nothing more is forwarded either
+    # way (bytes are still captured in up/down and counted here), and no FIN or RST crosses.
+    frozen: bool = False
+    dropped: dict[str, int] = field(default_factory=lambda: {UP: 0, DOWN: 0})
 
     def sent_by_client(self) -> bytes:
         return bytes(self.up)
@@ -221,6 +228,7 @@ class FaultProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
         self._lock = threading.Lock()
+        self._freeze_new = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -303,6 +311,34 @@ class FaultProxy:
             return plan(index, self.rng)
         return plan[index] if index < len(plan) else FaultPlan()
 
+    def freeze(self, *, new_connections: bool = False) -> None:
+        """Make every open connection a dead link, as a NAT that forgot the flow or a pulled cable.
+
+        Nothing is forwarded any more in either direction and nothing is closed: no FIN, no RST
+        reaches either peer, whatever they send (or close) from now on. With ``new_connections``,
+        connections accepted later are dead from their first byte too, until ``thaw()``.
+        """
+        with self._lock:
+            self._freeze_new = new_connections
+            for conn in self.connections:
+                conn.frozen = True
+
+    def reset_all(self) -> None:
+        """Abort every open connection now, both sides (from any thread): a reset, not a dead link."""
+        if self._loop is None:
+            return
+
+        def abort() -> None:
+            for writer in list(self._writers):
+                reset_socket(writer)
+
+        self._loop.call_soon_threadsafe(abort)
+
+    def thaw(self) -> None:
+        """New connections pass again; the ones already frozen stay dead (their bytes are gone)."""
+        with self._lock:
+            self._freeze_new = False
+
     @property
     def connection_count(self) -> int:
         return len(self.connections)
@@ -329,8 +365,9 @@ class FaultProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        conn = ProxiedConnection(len(self.connections), FaultPlan())
-        self.connections.append(conn)
+        with self._lock:
+            conn = ProxiedConnection(len(self.connections), FaultPlan(), frozen=self._freeze_new)
+            self.connections.append(conn)
         conn.plan = self._plan_for(conn.index)
         self._writers.add(client_w)
         server_w: asyncio.StreamWriter | None = None
@@ -387,6 +424,13 @@ class FaultProxy:
                 return
             while True:
                 chunk = await reader.read(65536)
+                if conn.frozen:
+                    # A dead path: the bytes vanish, and so does the end of the stream.
+                    record += chunk
+                    conn.dropped[direction] += len(chunk)
+                    if not chunk:
+                        return
+                    continue
                 if not chunk:
                     eof[direction].set()
                     with contextlib.suppress(OSError, RuntimeError):
@@ -405,7 +449,8 @@ class FaultProxy:
                     await self._fire(conn, ends, done, eof, {direction: reader})
                     return
         except (OSError, RuntimeError):
-            done.set()  # one side vanished: end the whole connection
+            if not conn.frozen:  # over a dead path the other side would never learn of it
+                done.set()  # one side vanished: end the whole connection
 
     async def _write(self, writer: asyncio.StreamWriter, chunk: bytes, plan: FaultPlan) -> None:
         if not chunk:

@@ -13,6 +13,9 @@ plaintext and that nothing at all followed a refused STARTTLS. Scripts are async
     with ScriptedServer(stripped, certs) as server:
         ... connect to 127.0.0.1:server.port ...
     assert server.connections[0].received_plain == b"CAPA\\r\\n"
+
+``FakeSMTP``/``FakeIMAP``/``FakePOP3`` are ready-made scripts with one knob per hostile behaviour;
+``ScriptedServers`` runs several at fixed addresses (``127.0.0.x:port``), for discovery tests.
 """
 
 from __future__ import annotations
@@ -41,16 +44,20 @@ from cryptography.x509.oid import NameOID
 __all__ = [
     "STARTTLS_MODES",
     "Certs",
+    "FakeBase",
     "FakeIMAP",
     "FakePOP3",
     "FakeSMTP",
     "ScriptConn",
     "ScriptError",
     "ScriptedServer",
+    "ScriptedServers",
     "ServerCert",
     "assert_no_secret",
     "dot_stuff",
     "secret_forms",
+    "silent",
+    "streams",
 ]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost")
@@ -280,15 +287,37 @@ class ScriptConn:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._writer.wait_closed(), 2)
 
+    async def break_tls(self) -> None:
+        """Answer the client's TLS handshake (after a STARTTLS go-ahead) with bytes that are not TLS."""
+        await self.read(65536)  # the ClientHello, or nothing if the client gave up
+        await self.send(b"this is not a TLS handshake\r\n" * 4)
+
     def abort(self) -> None:
         self._writer.transport.abort()
 
 
 Script = Callable[[ScriptConn], Awaitable[None]]
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def streams(handler: StreamHandler) -> Script:
+    """A script written against asyncio's (reader, writer) pair; what it reads is not recorded."""
+
+    async def script(conn: ScriptConn) -> None:
+        await handler(conn._reader, conn._writer)
+
+    return script
+
+
+async def silent(conn: ScriptConn) -> None:
+    """Accept and never say anything (nor answer a TLS ClientHello), until the client leaves."""
+    while await conn.read(65536, timeout=3600):
+        pass
 
 
 class ScriptedServer:
-    """A loopback server running ``script`` once per client connection, in its own thread.
+    """A loopback server running ``script`` once per client connection, in its own thread, on
+    ``host`` (any 127.0.0.x) and ``port`` (default: a free one).
 
     With ``implicit_tls=True`` the TLS handshake (with ``cert``, default ``certs.good``) happens
     before the script runs; a refused handshake is recorded in ``conn.tls_error`` and the script is
@@ -304,14 +333,16 @@ class ScriptedServer:
         implicit_tls: bool = False,
         timeout: float = 5.0,
         limit: int = 1 << 26,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.script = script
         self.cert = cert or (certs.good if certs is not None else None)
         self.implicit_tls = implicit_tls
         self.timeout = timeout
         self.limit = limit
-        self.host = "127.0.0.1"
-        self.port = 0
+        self.host = host
+        self.port = port  # 0: a free port, known once started
         self.connections: list[ScriptConn] = []
         self.errors: list[BaseException] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -319,6 +350,7 @@ class ScriptedServer:
         self._listener: socket.socket
         self._accepting: asyncio.Future[None]
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: list[OSError] = []
         if implicit_tls and self.cert is None:
             raise ValueError("implicit_tls needs a certificate")
 
@@ -329,7 +361,13 @@ class ScriptedServer:
             loop = asyncio.new_event_loop()
             self._loop = loop
             loop.set_exception_handler(lambda _loop, _context: None)  # handshake noise from refusals
-            loop.run_until_complete(self._listen())
+            try:
+                loop.run_until_complete(self._listen())
+            except OSError as exc:  # e.g. the fixed port is taken: say so in the starting thread
+                self._failure.append(exc)
+                ready.set()
+                loop.close()
+                return
             ready.set()
             loop.run_forever()
             loop.run_until_complete(self._shutdown())
@@ -339,11 +377,14 @@ class ScriptedServer:
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("scripted server did not start")
+        if self._failure:
+            raise self._failure[0]
         return self
 
     async def _listen(self) -> None:
         listener = socket.socket()
-        listener.bind((self.host, 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # fixed ports, run after run
+        listener.bind((self.host, self.port))
         listener.listen(100)
         listener.setblocking(False)
         self._listener = listener
@@ -460,10 +501,11 @@ class ScriptedServer:
 
 # -- protocol personalities: fake servers with one knob per hostile behaviour ------------------------
 
-STARTTLS_MODES = ("ok", "missing", "error", "garbage", "inject")
+STARTTLS_MODES = ("ok", "missing", "error", "garbage", "inject", "broken")
 """How a fake answers STARTTLS/STLS: agree; not advertised (and refused if asked anyway); refuse;
 answer with garbage; agree and then inject plaintext bytes in the same segment as the go-ahead
-(if the client still shakes hands, the session then goes on normally over TLS)."""
+(if the client still shakes hands, the session then goes on normally over TLS); agree and then
+answer the handshake with bytes that are not TLS (``broken``)."""
 
 
 def secret_forms(user: str, password: str) -> list[bytes]:
@@ -488,6 +530,7 @@ class FakeBase:
     inject: bytes = b""
     logins: int = 0  # successful logins
     tls_upgrades: int = 0
+    attempts: list[str] = field(default_factory=list)  # every login attempt: "<user> ok=<bool>"
 
     def _check_mode(self) -> None:
         if self.starttls not in STARTTLS_MODES:
@@ -496,12 +539,14 @@ class FakeBase:
     def _login_ok(self, user: str, password: str) -> bool:
         ok = user == self.user and password == self.password
         self.logins += ok
+        self.attempts.append(f"{user} ok={ok}")
         return ok
 
     def _sasl_plain(self, b64: bytes) -> bool:
         try:
             _authz, user, password = base64.b64decode(b64.strip(), validate=True).split(b"\0")
         except (ValueError, binascii.Error):
+            self.attempts.append("undecodable SASL PLAIN ok=False")
             return False
         return self._login_ok(user.decode(), password.decode())
 
@@ -552,6 +597,10 @@ class FakePOP3(FakeBase):
                     await conn.sendline("-ERR STLS not available")
                 elif self.starttls == "garbage":
                     await conn.sendline(b"\x16\x03\x01 what is TLS?")
+                elif self.starttls == "broken":
+                    await conn.sendline("+OK Begin TLS negotiation")
+                    await conn.break_tls()
+                    return
                 elif self.starttls == "inject":
                     await conn.send(b"+OK Begin TLS\r\n" + (self.inject or b"+OK injected\r\n"))
                     # A client that (wrongly) goes on gets a normal session, so a test sees
@@ -589,6 +638,7 @@ class FakePOP3(FakeBase):
                 size = sum(len(self.messages[drop[n - 1]]) for n in live)
                 await conn.sendline(f"+OK {len(live)} {size}")
             elif cmd in (b"LIST", b"UIDL"):
+
                 def value(n: int, listing: bool = cmd == b"LIST") -> str:
                     return str(len(self.messages[drop[n - 1]])) if listing else f"uid-{drop[n - 1]}"
 
@@ -666,6 +716,10 @@ class FakeSMTP(FakeBase):
                     await conn.sendline("454 4.7.0 TLS not available")
                 elif self.starttls == "garbage":
                     await conn.sendline(b"\x16\x03\x01 what is TLS?")
+                elif self.starttls == "broken":
+                    await conn.sendline("220 2.0.0 Ready to start TLS")
+                    await conn.break_tls()
+                    return
                 elif self.starttls == "inject":
                     await conn.send(b"220 2.0.0 Ready\r\n" + (self.inject or b"250 injected\r\n"))
                     # A client that (wrongly) goes on gets a normal session, so a test sees
@@ -771,6 +825,10 @@ class FakeIMAP(FakeBase):
                     await conn.sendline(tag + b" NO STARTTLS not available")
                 elif self.starttls == "garbage":
                     await conn.sendline(b"\x16\x03\x01 what is TLS?")
+                elif self.starttls == "broken":
+                    await conn.sendline(tag + b" OK Begin TLS negotiation now")
+                    await conn.break_tls()
+                    return
                 elif self.starttls == "inject":
                     injected = self.inject or b"* OK [ALERT] injected\r\n"
                     await conn.send(tag + b" OK Begin TLS\r\n" + injected)
@@ -870,3 +928,31 @@ def _imap_args(args: bytes) -> list[str]:
             out.append(args[i:j].decode())
             i = j
     return out
+
+
+class ScriptedServers:
+    """Several scripted servers at fixed addresses (``127.0.0.x:port``), closed together."""
+
+    def __init__(self) -> None:
+        self.servers: list[ScriptedServer] = []
+
+    def script(
+        self, host: str, port: int, script: Script, *, cert: ServerCert | None = None
+    ) -> ScriptedServer:
+        server = ScriptedServer(script, cert=cert, host=host, port=port, timeout=30.0)
+        self.servers.append(server.start())
+        return server
+
+    def add(self, host: str, port: int, handler: StreamHandler) -> ScriptedServer:
+        """A server for a handler written against asyncio's (reader, writer) pair."""
+        return self.script(host, port, streams(handler))
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+
+    def __enter__(self) -> ScriptedServers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

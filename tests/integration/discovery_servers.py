@@ -1,5 +1,6 @@
 """Servers for the discovery tests: real Dovecot/Postfix profiles on real port numbers, a local DNS
-server (dnsmasq), autoconfig over HTTPS/HTTP, and small scripted servers for the oddities.
+server (dnsmasq), autoconfig over HTTPS/HTTP, and scripted servers (tests/faults/scripted.py) for
+the oddities.
 
 Each 127.0.0.x address is its own host (127.0.0.10-30 belong to these tests):
 
@@ -21,8 +22,6 @@ earlier session still match. Set MAILKIT_DISCOVERY_KEEP=1 to leave the stacks ru
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import http.server
 import os
@@ -32,13 +31,15 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import trustme
 
+from tests.faults.scripted import FakeBase, FakeIMAP, FakePOP3, FakeSMTP, ScriptedServers, ServerCert, silent
 from tests.integration.mailstack import MailStack
 
 ROOT = Path(os.environ.get("MAILKIT_DISCOVERY_ROOT", "/tmp/ms-disc-profiles"))
@@ -119,6 +120,11 @@ class TestPKI:
             shutil.copy(self.ca_file, directory / "ca.crt")
             os.chmod(directory / "server.key", 0o600)
         return directory
+
+    def server_cert(self, name: str, names: tuple[str, ...]) -> ServerCert:
+        """The certificate of ``tls_dir`` as a scripted server presents it."""
+        directory = self.tls_dir(name, names)
+        return ServerCert(name, directory / "server.crt", directory / "server.key")
 
     def server_context(self, *names: str) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -317,192 +323,51 @@ class HttpServers:
             server.server_close()
 
 
-# --- scripted servers -------------------------------------------------------------------------------
-
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class ScriptedServers:
-    """asyncio servers on a private loop in a thread, so sync and async tests can both use them."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.servers: list[asyncio.base_events.Server] = []
-        self.connections = 0
-
-    def add(self, host: str, port: int, handler: Handler, ssl_context: ssl.SSLContext | None = None) -> None:
-        async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
-            try:
-                await handler(reader, writer)
-            except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):
-                pass
-            finally:
-                writer.transport.abort()
-
-        async def start() -> asyncio.base_events.Server:
-            return await asyncio.start_server(counted, host, port, ssl=ssl_context, reuse_address=True)
-
-        self.servers.append(asyncio.run_coroutine_threadsafe(start(), self.loop).result(10))
-
-    def close(self) -> None:
-        async def stop() -> None:
-            for server in self.servers:
-                server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-def _check_plain(b64: str) -> bool:
-    try:
-        _, user, password = base64.b64decode(b64).split(b"\0")
-    except ValueError:
-        return False
-    return user.decode() == USER and password.decode() == PASSWORD
+# --- scripted servers (tests/faults/scripted.py) ------------------------------------------------
 
 
 @dataclass
-class Script:
-    """Options for the scripted servers: STARTTLS "none" (not offered), "ok", or "broken"."""
+class ScriptedHost:
+    """The scripted servers of one host; ``logins`` lists every login attempt any of them saw."""
 
-    starttls: str = "none"
-    tls_context: ssl.SSLContext | None = None
-    logins: list[str] = field(default_factory=list)
+    fakes: list[FakeBase] = field(default_factory=list)
 
-
-async def _upgrade(writer: asyncio.StreamWriter, script: Script) -> bool:
-    if script.starttls == "broken":
-        writer.write(b"this is not a TLS handshake\r\n" * 4)
-        await writer.drain()
-        return False
-    assert script.tls_context is not None
-    await writer.start_tls(script.tls_context)
-    return True
+    @property
+    def logins(self) -> list[str]:
+        return [attempt for fake in self.fakes for attempt in fake.attempts]
 
 
-def smtp_script(script: Script) -> Handler:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tls = False
-        writer.write(b"220 scripted ESMTP\r\n")
-        while line := await reader.readline():
-            command = line.decode().strip()
-            verb = command.split(" ")[0].upper()
-            if verb == "EHLO":
-                caps = ["scripted", "8BITMIME"]
-                if script.starttls != "none" and not tls:
-                    caps.append("STARTTLS")
-                caps.append("AUTH PLAIN")
-                writer.write(
-                    "".join(f"250-{c}\r\n" for c in caps[:-1]).encode() + f"250 {caps[-1]}\r\n".encode()
-                )
-            elif verb == "STARTTLS" and script.starttls != "none":
-                writer.write(b"220 go ahead\r\n")
-                await writer.drain()
-                if not await _upgrade(writer, script):
-                    return
-                tls = True
-            elif verb == "AUTH":
-                ok = _check_plain(command.split(" ")[2])
-                script.logins.append(f"smtp tls={tls} ok={ok}")
-                writer.write(b"235 ok\r\n" if ok else b"535 5.7.8 no\r\n")
-            elif verb == "QUIT":
-                writer.write(b"221 bye\r\n")
-                await writer.drain()
-                return
-            else:
-                writer.write(b"502 no\r\n")
-            await writer.drain()
-
-    return handle
+# one of the protocol fakes (they share FakeBase's login bookkeeping and each have pre_caps)
+Fake = TypeVar("Fake", FakeSMTP, FakeIMAP, FakePOP3)
 
 
-def imap_script(script: Script) -> Handler:
-    def caps(tls: bool) -> bytes:
-        extra = " STARTTLS" if script.starttls != "none" and not tls else ""
-        return f"IMAP4rev1{extra} AUTH=PLAIN".encode()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tls = False
-        writer.write(b"* OK [CAPABILITY " + caps(tls) + b"] scripted\r\n")
-        while line := await reader.readline():
-            tag, _, rest = line.decode().strip().partition(" ")
-            verb = rest.split(" ")[0].upper()
-            if verb == "CAPABILITY":
-                writer.write(b"* CAPABILITY " + caps(tls) + f"\r\n{tag} OK done\r\n".encode())
-            elif verb == "STARTTLS" and script.starttls != "none":
-                writer.write(f"{tag} OK begin TLS\r\n".encode())
-                await writer.drain()
-                if not await _upgrade(writer, script):
-                    return
-                tls = True
-            elif verb == "AUTHENTICATE":
-                writer.write(b"+ \r\n")
-                await writer.drain()
-                ok = _check_plain((await reader.readline()).decode().strip())
-                script.logins.append(f"imap tls={tls} ok={ok}")
-                writer.write(f"{tag} {'OK' if ok else 'NO'} auth\r\n".encode())
-            elif verb == "LOGOUT":
-                writer.write(f"* BYE\r\n{tag} OK bye\r\n".encode())
-                await writer.drain()
-                return
-            else:
-                writer.write(f"{tag} BAD no\r\n".encode())
-            await writer.drain()
-
-    return handle
+def _fake(kind: type[Fake], host: ScriptedHost, starttls: str, pre_caps: tuple[str, ...]) -> Fake:
+    fake = kind(user=USER, password=PASSWORD, starttls=starttls, pre_caps=pre_caps)
+    host.fakes.append(fake)
+    return fake
 
 
-def pop3_script(script: Script) -> Handler:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tls = False
-        user = ""
-        writer.write(b"+OK scripted\r\n")
-        while line := await reader.readline():
-            command = line.decode().strip()
-            verb = command.split(" ")[0].upper()
-            if verb == "CAPA":
-                stls = "STLS\r\n" if script.starttls != "none" and not tls else ""
-                writer.write(f"+OK\r\nUSER\r\n{stls}SASL PLAIN\r\n.\r\n".encode())
-            elif verb == "STLS" and script.starttls != "none":
-                writer.write(b"+OK begin TLS\r\n")
-                await writer.drain()
-                if not await _upgrade(writer, script):
-                    return
-                tls = True
-            elif verb == "AUTH":
-                ok = _check_plain(command.split(" ")[2])
-                script.logins.append(f"pop3 tls={tls} ok={ok}")
-                writer.write(b"+OK in\r\n" if ok else b"-ERR no\r\n")
-            elif verb == "USER":
-                user = command[5:]
-                writer.write(b"+OK\r\n")
-            elif verb == "PASS":
-                ok = user == USER and command[5:] == PASSWORD
-                script.logins.append(f"pop3 tls={tls} ok={ok}")
-                writer.write(b"+OK in\r\n" if ok else b"-ERR no\r\n")
-            elif verb == "QUIT":
-                writer.write(b"+OK bye\r\n")
-                await writer.drain()
-                return
-            else:
-                writer.write(b"-ERR no\r\n")
-            await writer.drain()
-
-    return handle
+def plain_servers(servers: ScriptedServers) -> ScriptedHost:
+    """plain.test: SMTP (25, 587, 2525), IMAP (143), POP3 (110), none of them offering STARTTLS."""
+    plain = ScriptedHost()
+    for port in (25, 587, 2525):
+        servers.script(PLAIN_HOST, port, _fake(FakeSMTP, plain, "missing", ("8BITMIME", "AUTH PLAIN")))
+    servers.script(PLAIN_HOST, 143, _fake(FakeIMAP, plain, "missing", ("IMAP4rev1", "AUTH=PLAIN")))
+    servers.script(PLAIN_HOST, 110, _fake(FakePOP3, plain, "missing", ("USER", "SASL PLAIN")))
+    return plain
 
 
-async def blackhole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accept the connection and never say anything (nor answer a TLS ClientHello)."""
-    while await reader.read(4096):
-        pass
+def broken_servers(servers: ScriptedServers, pki: TestPKI) -> ScriptedHost:
+    """broken.test: 587 and 143 advertise STARTTLS and break the upgrade; 2525 works (not in logins)."""
+    broken = ScriptedHost()
+    smtp_caps = ("8BITMIME", "STARTTLS", "AUTH PLAIN")
+    servers.script(BROKEN_HOST, 587, _fake(FakeSMTP, broken, "broken", smtp_caps))
+    servers.script(
+        BROKEN_HOST, 143, _fake(FakeIMAP, broken, "broken", ("IMAP4rev1", "STARTTLS", "AUTH=PLAIN"))
+    )
+    good = _fake(FakeSMTP, ScriptedHost(), "ok", smtp_caps)
+    servers.script(BROKEN_HOST, 2525, good, cert=pki.server_cert("broken", ("broken.test", "*.broken.test")))
+    return broken
 
 
 # --- everything together ----------------------------------------------------------------------------
@@ -515,8 +380,8 @@ class DiscoveryWorld:
     dns: Dnsmasq
     http: HttpServers
     scripted: ScriptedServers
-    plain: Script
-    broken: Script
+    plain: ScriptedHost
+    broken: ScriptedHost
 
     @property
     def ca_file(self) -> str:
@@ -530,21 +395,13 @@ def discovery_world() -> Iterator[DiscoveryWorld]:
     dns = Dnsmasq(ROOT)
     http_servers = HttpServers(pki)
     scripted = ScriptedServers()
-    plain, broken = Script("none"), Script("broken")
     try:
         dns.start()
         http_servers.serve(
             AUTOCONFIG_HTTPS_HOST, 443, {"/mail/config-v1.1.xml": AC_XML}, ("autoconfig.ac.test",)
         )
         http_servers.serve(AUTOCONFIG_HTTP_HOST, 80, {"/mail/config-v1.1.xml": ACHTTP_XML})
-        for port in (25, 587, 2525):
-            scripted.add(PLAIN_HOST, port, smtp_script(plain))
-        scripted.add(PLAIN_HOST, 143, imap_script(plain))
-        scripted.add(PLAIN_HOST, 110, pop3_script(plain))
-        scripted.add(BROKEN_HOST, 587, smtp_script(broken))
-        scripted.add(BROKEN_HOST, 143, imap_script(broken))
-        good = Script("ok", pki.server_context("broken.test", "*.broken.test"))
-        scripted.add(BROKEN_HOST, 2525, smtp_script(good))
+        plain, broken = plain_servers(scripted), broken_servers(scripted, pki)
         yield DiscoveryWorld(pki, stacks, dns, http_servers, scripted, plain, broken)
     finally:
         scripted.close()
@@ -556,13 +413,10 @@ def discovery_world() -> Iterator[DiscoveryWorld]:
 
 @contextlib.contextmanager
 def blackholes(host: str, ports: tuple[int, ...] = (465, 993, 995)) -> Iterator[ScriptedServers]:
-    servers = ScriptedServers()
-    try:
+    with ScriptedServers() as servers:
         for port in ports:
-            servers.add(host, port, blackhole)
+            servers.script(host, port, silent)
         yield servers
-    finally:
-        servers.close()
 
 
 def port_open(host: str, port: int) -> bool:

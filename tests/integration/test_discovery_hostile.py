@@ -12,7 +12,7 @@ import pytest
 
 from mailkit import Profile, Timeouts
 from mailkit.discovery import discover_async
-from tests.integration.discovery_servers import ScriptedServers
+from tests.faults.scripted import ScriptedServers
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0, reason="needs Linux and root"

@@ -1,4 +1,4 @@
-"""IMAP IDLE (``watch``) against the real stack: Postfix delivery seen fast, recovery after a cut."""
+"""IMAP IDLE (``watch``) against the real stack: Postfix delivery seen fast, recovery after a cut, the CLI."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import select
+import signal
 import smtplib
 import subprocess
 import sys
@@ -71,14 +72,7 @@ async def test_watch_recovers_after_connection_cut(clean_mailstack: MailStack) -
             pending = asyncio.ensure_future(_next(it, 30))
             await asyncio.sleep(1.0)
             assert proxy.connection_count == 1
-            loop = proxy._loop
-            assert loop is not None
-
-            def cut() -> None:
-                for writer in list(proxy._writers):
-                    writer.transport.abort()
-
-            loop.call_soon_threadsafe(cut)
+            proxy.reset_all()
             # delivered while the connection is down: caught up after reconnecting
             ms.deliver(ALICE, b"Subject: during outage\r\n\r\nx\r\n")
             change = await pending
@@ -93,14 +87,19 @@ async def test_watch_recovers_after_connection_cut(clean_mailstack: MailStack) -
             await it.aclose()
 
 
-def test_cli_watch_prints_one_json_line_per_change(clean_mailstack: MailStack, tmp_path: Path) -> None:
-    ms = clean_mailstack
+def _cli_watch(tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """``mailkit imap watch`` for alice in a child process; ``options`` name the server."""
     pw = tmp_path / "pw"
     pw.write_text("alicepw\n")
     env = {**os.environ, "MAILKIT_TEST_ENVIRONMENT": "1", "PYTHONPATH": str(REPO_ROOT)}
     args = [sys.executable, "-m", "mailkit", "imap", "watch", "--mailbox", "INBOX", "--address", ALICE,
-            "--password-file", str(pw), "--imap", ms.url("imap"), "--ca-file", str(ms.ca_file)]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            "--password-file", str(pw), *options]  # fmt: skip
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_cli_watch_prints_one_json_line_per_change(clean_mailstack: MailStack, tmp_path: Path) -> None:
+    ms = clean_mailstack
+    proc = _cli_watch(tmp_path, "--imap", ms.url("imap"), "--ca-file", str(ms.ca_file))
     try:
         time.sleep(2.0)  # connected, baseline taken, idling
         _smtp_deliver(ms, b"Subject: cli watch\r\n\r\nhi\r\n")
@@ -112,3 +111,26 @@ def test_cli_watch_prints_one_json_line_per_change(clean_mailstack: MailStack, t
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_cli_watch_stops_on_ctrl_c(clean_mailstack: MailStack, tmp_path: Path) -> None:
+    ms = clean_mailstack
+    with FaultProxy((ms.host, ms.imap_port)) as proxy:  # plaintext on loopback: the test sees IDLE start
+        proc = _cli_watch(tmp_path, "--imap", f"imap+insecure://127.0.0.1:{proxy.port}", "--allow-insecure")
+        try:
+            deadline = time.monotonic() + 15
+            while not (proxy.connections and b" IDLE\r\n" in bytes(proxy.connections[0].up)):
+                assert time.monotonic() < deadline, "mailkit imap watch did not start IDLE within 15 s"
+                time.sleep(0.05)
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert took < 3.0, f"Ctrl-C took {took:.1f} s"
+        assert b"Traceback" not in err, err.decode()
+        assert proc.returncode in (1, 130, -signal.SIGINT), (proc.returncode, err)
+        assert proxy.wait_all_closed(5)  # the connection was closed, not left to the server
