@@ -7,6 +7,7 @@ Account keeps its connections alive between calls (unlike ``asyncio.run`` per ca
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
@@ -54,6 +55,10 @@ class Portal:
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            if self._closed:  # close() cancelled what was still running
+                raise MailkitError("this account was closed while the call was running") from None
+            raise
         except BaseException:
             # KeyboardInterrupt or similar in this thread: stop the coroutine too, and wait for it
             # to unwind so that no half-finished protocol exchange is left running.
@@ -93,10 +98,26 @@ class Portal:
             if final is not None:
                 asyncio.run_coroutine_threadsafe(_await(final), loop).result()
         finally:
+            # Calls still running (from other threads) are cancelled and unwind before the loop
+            # stops; stopping under them would leave their callers waiting forever.
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop).result(timeout=_UNWIND + 5)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
             if not thread.is_alive():
                 loop.close()
+
+
+_UNWIND = 5.0  # seconds cancelled calls get to unwind (close sockets, leave IDLE) on close()
+
+
+async def _cancel_the_rest() -> None:
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=_UNWIND)
 
 
 async def _anext(agen: AsyncIterator[T]) -> T:

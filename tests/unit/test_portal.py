@@ -2,10 +2,12 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 
 from mailkit._portal import Portal
+from mailkit.errors import MailkitError
 
 
 def test_calls_run_on_one_background_loop():
@@ -64,3 +66,35 @@ def test_close_runs_final_coroutine_and_stops_thread():
     portal.close(final())
     assert ran == [True]
     assert thread is not None and not thread.is_alive()
+
+
+def test_close_ends_calls_still_running_in_other_threads():
+    portal = Portal()
+    unwound = threading.Event()
+    outcome: list[BaseException | str] = []
+
+    async def long_call() -> str:
+        try:
+            await asyncio.sleep(100)
+        finally:
+            unwound.set()  # cleanup in the coroutine ran (a `finally` closing a socket, say)
+        return "finished"
+
+    def caller() -> None:
+        try:
+            outcome.append(portal.call(long_call()))
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while portal._loop is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the call is now waiting on the loop
+    portal.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the caller was left waiting on a stopped loop"
+    assert unwound.is_set()
+    assert len(outcome) == 1 and isinstance(outcome[0], MailkitError)
+    assert "closed while the call was running" in str(outcome[0])
