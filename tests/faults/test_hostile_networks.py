@@ -21,7 +21,7 @@ from mailkit.account import AsyncAccount
 from mailkit.config import Timeouts
 from mailkit.tls import InsecureWarning
 from tests.faults.proxy import DOWN, UP, FaultPlan, FaultProxy, queued
-from tests.integration.mailstack import MailStack, MailStackError
+from tests.integration.mailstack import MailStack
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -32,11 +32,8 @@ MESSAGES = 8
 
 
 @pytest.fixture(scope="module")
-def stack() -> MailStack:
-    try:
-        return MailStack.start()
-    except (MailStackError, OSError) as exc:
-        pytest.skip(f"the local mail stack is not available: {exc}")
+def stack(mailstack: MailStack) -> MailStack:
+    return mailstack
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,8 @@ def _account(port: int, ca_file: str, scheme: str = "imap+starttls", **kw: objec
 
 
 @pytest.fixture
-def dovecot() -> object:
-    from tests.integration.mailstack import MailStack
-
-    try:
-        return MailStack.start()
-    except Exception as exc:  # noqa: BLE001 - no stack here: these cases need it
-        pytest.skip(f"mail stack not available: {exc}")
+def dovecot(mailstack: object) -> object:
+    return mailstack
 
 
 @pytest.mark.filterwarnings("ignore::mailkit.tls.InsecureWarning")

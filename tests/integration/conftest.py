@@ -1,31 +1,12 @@
-"""Fixtures handing the local mail stack (scripts/mailstack) to integration tests.
-
-The stack is started once per session (a fast no-op when it already runs) and left running
-afterwards, so repeated test runs do not pay the start-up again; ``scripts/mailstack down`` stops it.
-"""
+"""Fixtures on top of the session's mail stack (``mailstack``, in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import ssl
-import sys
 
 import pytest
 
-from tests.integration.mailstack import MailStack, MailStackError
-
-
-@pytest.fixture(scope="session")
-def mailstack() -> MailStack:
-    """The running stack (Dovecot + Postfix on loopback), started if needed.
-
-    Settings come from MAILSTACK_ROOT / MAILSTACK_ADDR / MAILSTACK_*_PORT when set.
-    """
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the local mail stack needs Linux (Debian packages, run as root)")
-    try:
-        return MailStack.start()
-    except MailStackError as exc:
-        pytest.fail(str(exc), pytrace=False)
+from tests.integration.mailstack import MailStack
 
 
 @pytest.fixture
