@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from .. import _sasl
 from .._log import log_received, log_sent
 from .._net import abort_transport
 from ..config import Credentials, Endpoint, OAuth2, Password, Security, Timeouts
@@ -26,12 +27,11 @@ from ..errors import AuthenticationError, ConfigError, MailkitError, SecurityErr
 from ._wire import Capabilities, Wire
 from .errors import smtp_reply, translate
 
-__all__ = ["DEFAULT_MECHANISMS", "Session", "SessionConfig", "oauthbearer", "open_session", "xoauth2"]
+__all__ = ["DEFAULT_MECHANISMS", "Session", "SessionConfig", "open_session"]
 
 log = logging.getLogger("mailkit.smtp")
 
 DEFAULT_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
-OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,6 @@ class Session:
             with contextlib.suppress(MailkitError, OSError):
                 await self.wire.command("QUIT", timeout)
         self.wire.close()
-
-
-def xoauth2(user: str, token: str) -> bytes:
-    return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
-
-
-def oauthbearer(user: str, token: str, host: str, port: int) -> bytes:
-    gs2 = "n,a=" + user.replace("=", "=3D").replace(",", "=2C") + ","
-    return base64.b64encode(f"{gs2}\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01".encode())
 
 
 async def _connect_socket(endpoint: Endpoint, timeout: float | None) -> socket.socket:
@@ -214,7 +205,7 @@ async def _authenticate(client: aiosmtplib.SMTP, config: SessionConfig, caps: Ca
     if not offered and "auth" not in caps.extensions:
         raise AuthenticationError(f"SMTP {config.endpoint.host}: the server offers no AUTH")
     if isinstance(creds, OAuth2):
-        mechanism = next((m for m in OAUTH_MECHANISMS if m in offered), None)
+        mechanism = _sasl.choose_oauth(offered)
         if mechanism is None:
             raise AuthenticationError(
                 f"SMTP {config.endpoint.host}: OAuth2 credentials, but the server offers only "
@@ -225,10 +216,10 @@ async def _authenticate(client: aiosmtplib.SMTP, config: SessionConfig, caps: Ca
         if mechanism == "XOAUTH2":
             await client.auth_xoauth2(user, token)
             return
-        initial = oauthbearer(user, token, config.endpoint.host, config.endpoint.port)
+        initial = base64.b64encode(_sasl.oauthbearer(user, token, config.endpoint.host, config.endpoint.port))
         reply = await client.execute_command(b"AUTH", b"OAUTHBEARER", initial)
         if reply.code == 334:  # the error is in a challenge; ^A ends the exchange
-            reply = await client.execute_command(base64.b64encode(b"\x01"))
+            reply = await client.execute_command(base64.b64encode(_sasl.oauth_error_answer(mechanism)))
         if reply.code != 235:
             reply_ = smtp_reply(reply.code, reply.message)
             raise AuthenticationError(f"SMTP {config.endpoint.host}: authentication failed", reply=reply_)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import mailkit
+from mailkit import _sasl
 from mailkit.errors import AuthenticationError, MailkitError
 from mailkit.imap import _session as imap_session
 from mailkit.pop3 import client as pop3_client
@@ -106,9 +107,11 @@ def only(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """only("XOAUTH2"): mailkit's preference order, for all three protocols, is that mechanism alone."""
 
     def force(mechanism: str) -> None:
-        for module in (imap_session, pop3_client, smtp_session):
-            assert module.OAUTH_MECHANISMS == MECHANISMS  # the documented default
-            monkeypatch.setattr(module, "OAUTH_MECHANISMS", (mechanism,))
+        # the shared preference order (and any protocol module still keeping its own copy)
+        for module in (_sasl, imap_session, pop3_client, smtp_session):
+            if hasattr(module, "OAUTH_MECHANISMS"):
+                assert module.OAUTH_MECHANISMS == MECHANISMS  # the documented default
+                monkeypatch.setattr(module, "OAUTH_MECHANISMS", (mechanism,))
 
     return force
 

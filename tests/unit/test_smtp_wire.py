@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 
@@ -20,7 +19,6 @@ from mailkit.errors import (
     TransientError,
 )
 from mailkit.message import AddressPolicy
-from mailkit.smtp._session import oauthbearer, xoauth2
 from mailkit.smtp._wire import Capabilities
 from mailkit.smtp.errors import (
     DeliveryUnknownError,
@@ -90,13 +88,6 @@ def test_capabilities_from_ehlo() -> None:
     caps = Capabilities.from_ehlo({"pipelining": "", "size": "10240000", "smtputf8": "", "8bitmime": ""})
     assert caps.pipelining and caps.smtputf8 and caps.eight_bit_mime and caps.size == 10240000
     assert Capabilities.from_ehlo({"size": "0"}).size is None
-
-
-def test_oauth_encodings() -> None:
-    assert base64.b64decode(xoauth2("u@x", "tok")) == b"user=u@x\x01auth=Bearer tok\x01\x01"
-    assert base64.b64decode(oauthbearer("u,=@x", "tok", "h", 587)) == (
-        b"n,a=u=2C=3D@x,\x01host=h\x01port=587\x01auth=Bearer tok\x01\x01"
-    )
 
 
 def test_queue_id_from_the_final_reply() -> None:
