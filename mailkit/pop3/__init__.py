@@ -1,21 +1,25 @@
 """POP3: download-and-delete that never loses a message.
 
-Rule: ``AsyncPOP3`` is the one implementation; ``POP3`` only runs it through the account's portal.
-Each call opens its own session and ends it (POP3 locks the maildrop while a session is open).
+Rule: ``AsyncPOP3`` and ``POP3Client`` are the one implementation; ``POP3`` and ``POP3Session``
+only run them through the account's portal. Each call opens its own session and ends it (POP3
+locks the maildrop while a session is open); ``session()`` keeps one open for several commands.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..config import OAuth2, Password, Protocol, Security
-from ._protocol import Limits
+from ..errors import MailkitError
+from ._protocol import Capabilities, Command, Limits, Response
 from ._state import UIDLState
 from .client import POP3Client
 from .download import DownloadReport, MessageError, Progress, Saved, Skipped, download
-from .sinks import CallbackSink, MaildirSink, MessageInfo, Sink, as_sink
+from .sinks import CallbackSink, MaildirSink, MessageInfo, Sink, SinkStream, as_sink
 
 if TYPE_CHECKING:
     from .._portal import Portal
@@ -32,9 +36,11 @@ __all__ = [
     "MessageError",
     "MessageInfo",
     "POP3Client",
+    "POP3Session",
     "Progress",
     "Saved",
     "Sink",
+    "SinkStream",
     "Skipped",
 ]
 
@@ -77,6 +83,12 @@ class AsyncPOP3:
             await client.close()
             raise
         return client
+
+    def session(self) -> _AsyncSession:
+        """``async with account.pop3.session() as pop:`` a logged-in ``POP3Client`` for several
+        commands; leaving the block sends QUIT (committing DELEs), or on an error just drops the
+        connection (the server then deletes nothing)."""
+        return _AsyncSession(self)
 
     async def stat(self) -> tuple[int, int]:
         """(messages, total octets) in the maildrop."""
@@ -136,12 +148,47 @@ class AsyncPOP3:
             uidl_state.close()
 
 
+class _AsyncSession:
+    def __init__(self, pop3: AsyncPOP3) -> None:
+        self._pop3 = pop3
+        self._client: POP3Client | None = None
+
+    async def __aenter__(self) -> POP3Client:
+        if self._client is not None:
+            raise MailkitError("a POP3 session is entered once; make a new one")
+        self._client = await self._pop3.connect()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._client is not None
+        await self._client.__aexit__(exc_type, exc, tb)
+
+
 class POP3:
     """The blocking face of ``AsyncPOP3`` (same names and arguments)."""
 
     def __init__(self, async_pop3: AsyncPOP3, portal: Portal) -> None:
         self._async = async_pop3
         self._portal = portal
+
+    @property
+    def limits(self) -> Limits:
+        """Caps on what the server may send (``AsyncPOP3.limits``)."""
+        return self._async.limits
+
+    def connect(self) -> POP3Session:
+        """A connected, logged-in session; end it with ``quit()`` (or ``close()``)."""
+        return POP3Session(self._portal.call(self._async.connect()), self._portal)
+
+    def session(self) -> POP3Session:
+        """``with account.pop3.session() as pop:`` a logged-in session for several commands;
+        leaving the block sends QUIT, or on an error just drops the connection."""
+        return POP3Session(None, self._portal, opener=self._async)
 
     def stat(self) -> tuple[int, int]:
         return self._portal.call(self._async.stat())
@@ -168,3 +215,105 @@ class POP3:
                 progress=progress,
             )
         )
+
+
+class POP3Session:
+    """The blocking face of ``POP3Client``: the same methods, run through the account's portal.
+
+    From ``account.pop3.session()`` (connects when the ``with`` block is entered) or
+    ``account.pop3.connect()`` (already connected). Message numbers are valid for this session.
+    """
+
+    def __init__(self, client: POP3Client | None, portal: Portal, *, opener: AsyncPOP3 | None = None) -> None:
+        self._client = client
+        self._portal = portal
+        self._opener = opener
+
+    def __repr__(self) -> str:
+        return f"<POP3Session {self._client!r}>"
+
+    @property
+    def client(self) -> POP3Client:
+        """The async client underneath (its coroutines run on the account's portal loop)."""
+        if self._client is None:
+            raise MailkitError("this POP3 session is not connected: use it in a with block")
+        return self._client
+
+    def __enter__(self) -> POP3Session:
+        if self._client is None:
+            if self._opener is None:
+                raise MailkitError("a POP3 session is entered once; make a new one")
+            opener, self._opener = self._opener, None
+            self._client = self._portal.call(opener.connect())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._portal.call(self.client.__aexit__(exc_type, exc, tb))
+
+    @property
+    def greeting(self) -> str:
+        return self.client.greeting
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.client.capabilities
+
+    @property
+    def pipelining(self) -> bool:
+        return self.client.pipelining
+
+    def stat(self) -> tuple[int, int]:
+        """(number of messages, total size in octets)."""
+        return self._portal.call(self.client.stat())
+
+    def list(self) -> dict[int, int]:
+        """{message number: size}."""
+        return self._portal.call(self.client.list())
+
+    def uidl(self) -> dict[int, str]:
+        """{message number: unique id}."""
+        return self._portal.call(self.client.uidl())
+
+    def retr(self, number: int) -> bytes:
+        """The whole message, byte for byte as stored (dot-unstuffed)."""
+        return self._portal.call(self.client.retr(number))
+
+    def top(self, number: int, lines: int = 0) -> bytes:
+        """The header and the first ``lines`` lines of the body."""
+        return self._portal.call(self.client.top(number, lines))
+
+    def retr_many(self, numbers: Iterable[int], *, window: int = 64) -> Iterator[tuple[int, Response]]:
+        """RETR each number, pipelined; yields (number, response) as they arrive."""
+        return self._portal.iterate(self.client.retr_many(numbers, window=window))
+
+    def dele(self, number: int) -> None:
+        """Mark a message for deletion; the server deletes it when QUIT is answered."""
+        self._portal.call(self.client.dele(number))
+
+    def rset(self) -> None:
+        """Unmark every message marked for deletion in this session."""
+        self._portal.call(self.client.rset())
+
+    def noop(self) -> None:
+        self._portal.call(self.client.noop())
+
+    def execute(self, command: Command, *, check: bool = True) -> Response:
+        """Send one command and return its response; ``check`` turns -ERR into CommandError."""
+        return self._portal.call(self.client.execute(command, check=check))
+
+    def execute_many(self, commands: Sequence[Command], *, check: bool = True) -> builtins.list[Response]:
+        """Run commands in order: in one write when pipelining, else one at a time."""
+        return self._portal.call(self.client.execute_many(commands, check=check))
+
+    def quit(self) -> None:
+        """End the session; the server commits the deletions before it answers."""
+        self._portal.call(self.client.quit())
+
+    def close(self) -> None:
+        """Drop the connection without QUIT (the server deletes nothing). Never raises."""
+        self._portal.call(self.client.close())

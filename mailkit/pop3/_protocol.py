@@ -12,6 +12,7 @@ import base64
 import hashlib
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..config import check_line_safe
@@ -19,12 +20,14 @@ from ..errors import ConfigError, ConnectionLost, ProtocolError, Reply
 
 __all__ = [
     "NEED_DATA",
+    "BodyChunk",
     "Capabilities",
     "Command",
     "Continuation",
     "Limits",
     "POP3Core",
     "Response",
+    "Unstuffer",
     "apop_digest",
     "parse_capa",
     "parse_scan_listing",
@@ -66,12 +69,17 @@ _SECRET = frozenset({"PASS", "APOP", "AUTH"})
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One command line. ``secret`` commands are never logged in full."""
+    """One command line. ``secret`` commands are never logged in full.
+
+    ``stream=True`` (multi-line commands): the body arrives as ``BodyChunk`` events, dot-unstuffed,
+    as it is received, then a ``Response`` whose ``body`` is None; it is never held whole.
+    """
 
     verb: str
     args: tuple[str, ...] = ()
     # A SASL continuation line (no verb): the raw line to send.
     raw: str | None = field(default=None, repr=False)
+    stream: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.raw is not None:
@@ -79,7 +87,10 @@ class Command:
             return
         if not self.verb.isalpha() or not self.verb.isascii():
             raise ConfigError(f"invalid POP3 command {self.verb!r}")
-        if all(arg.isdigit() and arg.isascii() for arg in self.args):
+        for arg in self.args:
+            if not (arg.isdigit() and arg.isascii()):
+                break
+        else:
             return  # message numbers (the bulk of a download): nothing to smuggle
         for arg in self.args:
             check_line_safe(arg, f"{self.verb} argument", secret=self.secret)
@@ -108,8 +119,13 @@ class Command:
         return self.verb in ("RETR", "TOP")
 
     def line(self) -> bytes:
-        text = self.raw if self.raw is not None else " ".join((self.verb, *self.args))
-        return text.encode("utf-8") + b"\r\n"
+        if self.raw is not None:
+            text = self.raw
+        elif len(self.args) == 1:
+            text = f"{self.verb} {self.args[0]}"
+        else:
+            text = " ".join((self.verb, *self.args))
+        return (text + "\r\n").encode("utf-8")
 
     def __str__(self) -> str:
         if self.raw is not None:
@@ -142,6 +158,14 @@ class Response:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyChunk:
+    """Part of a streamed body (a ``stream=True`` command), already dot-unstuffed, in order."""
+
+    command: Command
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Continuation:
     """A SASL challenge ('+ base64') during AUTH; the command is still waiting for its answer."""
 
@@ -157,7 +181,7 @@ class _NeedData:
 NEED_DATA = _NeedData()
 _PART = 256 * 1024  # a body in progress moves out of the buffer in parts of this size or more
 _DIRECT = 8 * 1024  # chunks this big, arriving in the middle of a body, are scanned in place
-Event = Response | Continuation | _NeedData
+Event = Response | Continuation | BodyChunk | _NeedData
 
 
 def unstuff(raw: bytes) -> bytes:
@@ -170,6 +194,59 @@ def unstuff(raw: bytes) -> bytes:
     if raw[:1] == b".":
         raw = raw[1:]
     return raw
+
+
+class Unstuffer:
+    """Dot-unstuffs a multi-line body that arrives in pieces cut anywhere, and finds its end.
+
+    ``feed(data)`` returns ``(body bytes, None)`` while the body goes on and ``(last body bytes,
+    what followed the terminator)`` once the terminating '.' line has arrived. Bytes that could
+    start a stuffed dot or the terminator (at most 3, from a line end on) are held back until the
+    next piece decides them; the body is the same as ``unstuff`` gives for the whole.
+    """
+
+    __slots__ = ("_first", "_tail", "done", "size")
+
+    def __init__(self) -> None:
+        # A virtual line end before the first byte: the first line is checked like any other.
+        self._tail = b"\n"
+        self._first = True
+        self.done = False
+        self.size = 0  # body bytes returned so far
+
+    def feed(self, data: bytes) -> tuple[bytes, bytes | None]:
+        if self.done:
+            raise ProtocolError("body data after the end of the body")
+        buf = self._tail + data if self._tail else data
+        pos = 1 if self._first else 0  # the virtual line end is not part of the body
+        out: list[bytes] = []
+        rest: bytes | None = None
+        hold = len(buf)
+        found = buf.find(b"\n.") if b"." in buf else -1  # see POP3Core._body_chunk
+        while found >= 0:
+            after = buf[found + 2 : found + 4]
+            if after[:1] == b"\n" or after == b"\r\n":
+                out.append(buf[pos : found + 1])
+                rest = buf[found + (3 if after[:1] == b"\n" else 4) :]
+                break
+            if len(after) < 2 and (after == b"\r" or not after):
+                hold = found  # the rest of a possible terminator is yet to come
+                break
+            out.append(buf[pos : found + 1])  # a stuffed line: drop its first dot
+            pos = found + 2
+            found = buf.find(b"\n.", pos)
+        if rest is None:
+            if hold == len(buf) and buf[-1:] == b"\n":
+                hold -= 1  # a line end: a dot may follow in the next piece
+            out.append(buf[pos:hold])  # empty when only the virtual line end is held
+            self._first = self._first and hold == 0
+            self._tail = buf[hold:]
+        else:
+            self.done = True
+            self._tail = b""
+        body = out[0] if len(out) == 1 else b"".join(out)
+        self.size += len(body)
+        return body, rest
 
 
 class POP3Core:
@@ -192,6 +269,9 @@ class POP3Core:
         self._parts_size = 0
         self._stuffed = False
         self._ready: memoryview | None = None  # what followed a body end found by _body_chunk
+        # A streamed body in progress: its unstuffer, and pieces received while the buffer is empty.
+        self._streamer: Unstuffer | None = None
+        self._stream_in: list[bytes] = []
 
     # -- outgoing ------------------------------------------------------------------------------
 
@@ -200,6 +280,14 @@ class POP3Core:
             raise ConnectionLost("the POP3 server closed the connection")
         self._pending.append(command)
         return command.line()
+
+    def send_many(self, commands: Iterable[Command]) -> bytes:
+        """``send`` for several commands (pipelining): the bytes to write, in one piece."""
+        if self._eof:
+            raise ConnectionLost("the POP3 server closed the connection")
+        commands = list(commands)
+        self._pending.extend(commands)
+        return b"".join([c.line() for c in commands])
 
     @property
     def pending(self) -> int:
@@ -221,6 +309,8 @@ class POP3Core:
     def receive_data(self, data: bytes) -> None:
         if not data:
             self._eof = True
+        elif self._streamer is not None and not self._buffer and not self._streamer.done:
+            self._stream_in.append(data)  # passed on as it is, not copied into the buffer
         elif self._parts and self._ready is None and len(self._buffer) <= 3 and len(data) >= _DIRECT:
             self._body_chunk(data)
         else:
@@ -247,7 +337,9 @@ class POP3Core:
             self._stuffed = True
             found = head.find(b"\n.", found + 1)
         if end is None:
-            found = data.find(b"\n.")
+            # Looking for a '.' alone is a memchr, many times faster than looking for "\n.":
+            # a chunk without any (base64 parts, most binary mail) needs no second look.
+            found = data.find(b"\n.") if b"." in data else -1
             while found >= 0:
                 after = data[found + 2 : found + 4]
                 if after[:1] == b"\n" or after == b"\r\n":
@@ -284,34 +376,59 @@ class POP3Core:
         if self._body is not None:
             return self._next_body()
         buf = self._buffer
-        if not buf:
-            return self._need_data()
         end = buf.find(b"\n")
+        max_line = self.limits.max_line
         if end < 0:
-            if len(buf) > self.limits.max_line:
-                raise ProtocolError(
-                    f"POP3 server sent a status line longer than {self.limits.max_line} bytes"
-                )
+            if len(buf) > max_line:
+                raise ProtocolError(f"POP3 server sent a status line longer than {max_line} bytes")
             return self._need_data()
-        if end > self.limits.max_line:
-            raise ProtocolError(f"POP3 server sent a status line longer than {self.limits.max_line} bytes")
-        line = bytes(buf[:end]).rstrip(b"\r")
-        if not self._pending:
+        if end > max_line:
+            raise ProtocolError(f"POP3 server sent a status line longer than {max_line} bytes")
+        pending = self._pending
+        if not pending:
+            line = bytes(buf[:end]).rstrip(b"\r")
             raise ProtocolError(
                 f"POP3 server sent data nobody asked for: {_show(line)}",
                 reply=Reply("pop3", None, _text(line)),
             )
-        command = self._pending[0]
-        if line.startswith(b"+OK"):
+        command = pending[0]
+        # Checked on the buffer itself: no copy of the line for the thousands of short replies.
+        if buf.startswith(b"+OK"):
             ok = True
-            text = _text(line[3:]).strip()
-        elif line.startswith(b"-ERR"):
+            text = buf[3:end].decode("utf-8", "replace").strip()
+        elif buf.startswith(b"-ERR"):
             ok = False
-            text = _text(line[4:]).strip()
-        elif line[:1] == b"+" and command is not None and (command.verb == "AUTH" or command.raw is not None):
+            text = buf[4:end].decode("utf-8", "replace").strip()
+        else:
+            return self._other_line(command, bytes(buf[:end]).rstrip(b"\r"), end)
+        del buf[: end + 1]
+        if ok and command is not None and command.multiline:
+            if not command.stream:
+                # The common case, in one search and one copy: the whole body is here and none of
+                # its lines starts with '.', so the first "\n." is the terminator.
+                first = buf.find(b"\n.")
+                if first >= 0 and buf[first + 2 : first + 4] == b"\r\n" and buf[:1] != b".":
+                    limit = self.limits.max_message if command.is_body else self.limits.max_response
+                    if first > limit:
+                        raise ProtocolError(f"POP3 response to {command} is larger than {limit} bytes")
+                    body = bytes(buf[: first + 1])
+                    del buf[: first + 4]
+                    pending.popleft()
+                    return Response(command, True, text, body)
+            self._body = (command, text, 0)
+            self._scan = 0
+            if command.stream:
+                self._streamer = Unstuffer()
+            return self._next_body()
+        pending.popleft()
+        return Response(command, ok, text)
+
+    def _other_line(self, command: Command | None, line: bytes, end: int) -> Continuation:
+        """A status line that is neither +OK nor -ERR: a SASL challenge during AUTH, or an error."""
+        if line[:1] == b"+" and command is not None and (command.verb == "AUTH" or command.raw is not None):
             # The exchange goes on with the client's continuation line, which the caller sends
             # next: that one waits for the final answer.
-            del buf[: end + 1]
+            del self._buffer[: end + 1]
             self._pending.popleft()
             challenge = line[1:].strip()
             try:
@@ -319,22 +436,16 @@ class POP3Core:
             except ValueError:
                 raise ProtocolError(f"POP3 server sent an invalid SASL challenge: {_show(line)}") from None
             return Continuation(command, decoded)
-        else:
-            raise ProtocolError(
-                f"POP3 server sent a malformed response to {command or 'the connection'}: {_show(line)}",
-                reply=Reply("pop3", None, _text(line)),
-            )
-        del buf[: end + 1]
-        if ok and command is not None and command.multiline:
-            self._body = (command, text, 0)
-            self._scan = 0
-            return self._next_body()
-        self._pending.popleft()
-        return Response(command, ok, text)
+        raise ProtocolError(
+            f"POP3 server sent a malformed response to {command or 'the connection'}: {_show(line)}",
+            reply=Reply("pop3", None, _text(line)),
+        )
 
     def _next_body(self) -> Event:
         assert self._body is not None
         command, text, _ = self._body
+        if self._streamer is not None:
+            return self._next_stream(command, text)
         buf = self._buffer
         if self._ready is not None:
             # _body_chunk found the end: what followed it (and anything received since, already
@@ -374,13 +485,39 @@ class POP3Core:
             self._scan = max(0, len(buf) - 3)
         return self._need_data()
 
+    def _next_stream(self, command: Command, text: str) -> Event:
+        streamer = self._streamer
+        assert streamer is not None
+        if streamer.done:
+            self._streamer = None
+            return self._finish(command, text, None)
+        pieces = self._stream_in
+        if self._buffer:
+            pieces.insert(0, bytes(self._buffer))
+            self._buffer.clear()
+        if not pieces:
+            return self._need_data()
+        self._stream_in = []
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        chunk, rest = streamer.feed(data)
+        if streamer.size > self.limits.max_message:
+            raise ProtocolError(f"POP3 response to {command} is larger than {self.limits.max_message} bytes")
+        if rest is not None:
+            self._buffer += rest  # the next responses
+            if not chunk:
+                self._streamer = None
+                return self._finish(command, text, None)
+        if chunk:
+            return BodyChunk(command, chunk)
+        return self._need_data()
+
     def _joined(self) -> bytes:
         parts = self._parts
         raw = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         stuffed = self._stuffed or raw[:1] == b"."
         return unstuff(raw) if stuffed else raw
 
-    def _finish(self, command: Command, text: str, body: bytes) -> Response:
+    def _finish(self, command: Command, text: str, body: bytes | None) -> Response:
         self._body = None
         self._scan = 0
         self._parts = []
@@ -450,8 +587,25 @@ def parse_stat(response: Response) -> tuple[int, int]:
     return int(words[0]), int(words[1])
 
 
+# What every server sends: "number word" lines, one space. Checked in one pass over the listing,
+# after which a single split gives the pairs; anything else is parsed (or refused) line by line.
+_PLAIN_SCAN = re.compile(rb"(?:[0-9]+ [0-9]+\r?\n)*")
+_PLAIN_UIDL = re.compile(rb"(?:[0-9]+ [\x21-\x7e]{1,70}\r?\n)*")
+
+
+def _pairs(response: Response, plain: re.Pattern[bytes]) -> tuple[list[bytes], list[bytes]] | None:
+    body = response.body or b""
+    if plain.fullmatch(body) is None:
+        return None
+    words = body.split()
+    return words[0::2], words[1::2]
+
+
 def parse_scan_listing(response: Response) -> dict[int, int]:
     """LIST -> {message number: size in octets}."""
+    pairs = _pairs(response, _PLAIN_SCAN)
+    if pairs is not None:
+        return dict(zip(map(int, pairs[0]), map(int, pairs[1]), strict=True))
     sizes: dict[int, int] = {}
     for raw in response.lines():
         words = raw.split()
@@ -466,6 +620,9 @@ _UIDL_CHARS = re.compile(rb"^[\x21-\x7e]{1,70}$")
 
 def parse_uidl_listing(response: Response) -> dict[int, str]:
     """UIDL -> {message number: unique id}; ids are 1-70 printable characters (RFC 1939)."""
+    pairs = _pairs(response, _PLAIN_UIDL)
+    if pairs is not None:
+        return {int(n): uid.decode("ascii") for n, uid in zip(*pairs, strict=True)}
     ids: dict[int, str] = {}
     for raw in response.lines():
         words = raw.split()
@@ -509,4 +666,6 @@ def sasl_xoauth2(user: str, token: str) -> str:
 
 
 def sasl_oauthbearer(user: str, token: str) -> str:
-    return _b64(f"n,a={user},\x01auth=Bearer {token}\x01\x01".encode())
+    # RFC 5801 saslname: "=" and "," in the authorization identity are escaped.
+    authzid = user.replace("=", "=3D").replace(",", "=2C")
+    return _b64(f"n,a={authzid},\x01auth=Bearer {token}\x01\x01".encode())

@@ -33,6 +33,7 @@ from ..errors import (
 )
 from ._protocol import (
     NEED_DATA,
+    BodyChunk,
     Capabilities,
     Command,
     Continuation,
@@ -57,6 +58,9 @@ log = logging.getLogger("mailkit.pop3")
 T = TypeVar("T")
 
 MECHANISMS = ("PLAIN", "LOGIN", "USER", "APOP", "XOAUTH2", "OAUTHBEARER")
+# OAuth2 mechanisms in order of preference when the server offers both: OAUTHBEARER is the
+# standard (RFC 7628), XOAUTH2 the older Google form it replaces (as for IMAP and SMTP).
+OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 _READ_SIZE = 256 * 1024
 
 
@@ -92,6 +96,8 @@ class POP3Client:
         self.capabilities = Capabilities()
         self._closed = False
         self._authenticated = False
+        # When the multi-line response being read started: its data timeout spans every chunk.
+        self._body_started: float | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._stream else "new")
@@ -184,7 +190,8 @@ class POP3Client:
     def _choose_mechanism(self, credentials: Credentials) -> str:
         sasl = self.capabilities.sasl
         if isinstance(credentials, OAuth2):
-            return "OAUTHBEARER" if "OAUTHBEARER" in sasl and "XOAUTH2" not in sasl else "XOAUTH2"
+            # Neither listed: XOAUTH2, which servers that leave SASL out of CAPA tend to take.
+            return next((m for m in OAUTH_MECHANISMS if m in sasl), "XOAUTH2")
         if "PLAIN" in sasl:
             return "PLAIN"
         if "USER" in self.capabilities or not sasl:
@@ -194,11 +201,17 @@ class POP3Client:
         return "USER"
 
     async def _sasl(self, mech: str, initial: str) -> Response:
-        # RFC 5034 allows an initial response; a server that still challenges gets an empty
-        # answer (XOAUTH2 sends its error as a challenge and expects one) and then fails.
+        # RFC 5034 allows an initial response; a server that still challenges is sending an
+        # error (XOAUTH2/OAUTHBEARER send a JSON status as a challenge) and waits for the answer
+        # that ends the exchange: %x01 for OAUTHBEARER (RFC 7628), empty otherwise. A server
+        # that keeps challenging gets "*" (cancel) instead of an endless exchange.
         event = await self._event(Command("AUTH", (mech, initial)))
+        answers = iter(("AQ==" if mech == "OAUTHBEARER" else "", "*"))
         while isinstance(event, Continuation):
-            event = await self._event(Command.continuation(""))
+            answer = next(answers, None)
+            if answer is None:
+                raise ProtocolError(f"the POP3 server does not end the {mech} exchange")
+            event = await self._event(Command.continuation(answer))
         return event
 
     async def _sasl_login(self, credentials: Password) -> Response:
@@ -216,7 +229,9 @@ class POP3Client:
     async def _event(self, command: Command) -> Response | Continuation:
         """Send a command (or SASL continuation) and return its first answer."""
         self._write([command])
-        return await self._next(allow_continuation=True)
+        event = await self._next(allow_continuation=True)
+        assert not isinstance(event, BodyChunk)  # AUTH is never streamed
+        return event
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -350,13 +365,41 @@ class POP3Client:
         """The next response, in the order the commands were sent."""
         return await self._response()
 
+    async def events(self) -> builtins.list[Response | BodyChunk]:
+        """Every response that can be parsed now, in order (waiting for at least one).
+
+        Commands sent with ``stream=True`` give their body as ``BodyChunk`` events first, then a
+        ``Response`` with ``body=None``. Reading in bulk costs one await for many responses.
+        """
+        first = await self._next(allow_continuation=False)
+        assert not isinstance(first, Continuation)
+        out: builtins.list[Response | BodyChunk] = [first]
+        core = self._core
+        debug = log.isEnabledFor(logging.DEBUG)
+        try:
+            while True:
+                event = core.next_event()
+                if event is NEED_DATA:
+                    break
+                if isinstance(event, Response):
+                    self._body_started = None
+                elif not isinstance(event, BodyChunk):
+                    raise ProtocolError("POP3 server sent a SASL challenge outside AUTH")
+                if debug:
+                    self._log_event(event)
+                out.append(event)
+        except MailkitError:
+            await self.close()
+            raise
+        return out
+
     @property
     def pending(self) -> int:
         return self._core.pending
 
     def _write(self, commands: Sequence[Command]) -> None:
         stream = self._live()
-        data = b"".join(self._core.send(c) for c in commands)
+        data = self._core.send_many(commands)
         if log.isEnabledFor(logging.DEBUG):
             for c in commands:
                 log_sent(log, str(c) if c.secret else c.line(), secret=c.raw is not None)
@@ -372,15 +415,18 @@ class POP3Client:
 
     async def _response(self) -> Response:
         event = await self._next(allow_continuation=False)
-        assert isinstance(event, Response)
+        if not isinstance(event, Response):
+            await self.close()
+            raise MailkitError("a streamed response is read with events(), not response()")
         return event
 
-    async def _next(self, *, allow_continuation: bool) -> Response | Continuation:
+    async def _next(self, *, allow_continuation: bool) -> Response | Continuation | BodyChunk:
         """The next event, within deadlines: the status line within the command timeout, the
-        whole response within the data timeout (a server dripping bytes cannot hold us)."""
+        whole response within the data timeout (a server dripping bytes cannot hold us; a
+        streamed body's chunks share one deadline)."""
         core = self._core
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = self._body_started if self._body_started is not None else loop.time()
         try:
             while True:
                 event = core.next_event()
@@ -390,7 +436,8 @@ class POP3Client:
                     continue
                 if isinstance(event, Continuation) and not allow_continuation:
                     raise ProtocolError("POP3 server sent a SASL challenge outside AUTH")
-                assert isinstance(event, (Response, Continuation))
+                assert isinstance(event, (Response, Continuation, BodyChunk))
+                self._body_started = started if isinstance(event, BodyChunk) else None
                 self._log_event(event)
                 return event
         except MailkitError:
@@ -418,10 +465,12 @@ class POP3Client:
         else:
             self._core.receive_data(data)
 
-    def _log_event(self, event: Response | Continuation) -> None:
+    def _log_event(self, event: Response | Continuation | BodyChunk) -> None:
         if not log.isEnabledFor(logging.DEBUG):
             return
-        if isinstance(event, Continuation):
+        if isinstance(event, BodyChunk):
+            log.debug("S: [%d more bytes of the response to %s]", len(event.data), event.command)
+        elif isinstance(event, Continuation):
             log.debug("S: + <challenge>")
         else:
             body = "" if event.body is None else f" [{len(event.body)} bytes]"

@@ -3,6 +3,7 @@
 Rule: a message is written to ``tmp/`` under a name no other writer can pick, fsynced, renamed
 into ``new/`` (or ``cur/``), and the directory is fsynced; only then is its name returned.
 A failure at any step removes the partial file from ``tmp/`` and raises the ``OSError``.
+``open_writer()`` does the same for a message written piece by piece (never held whole).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 
-__all__ = ["Maildir"]
+__all__ = ["Maildir", "MaildirWriter"]
 
 _SUBDIRS = ("tmp", "new", "cur")
 _FLAG_LETTERS = frozenset("DFPRST")
@@ -64,12 +65,28 @@ class Maildir:
         self._ready = True
 
     def _unique_name(self, size: int) -> str:
+        return f"{self._unique_base()},S={size}"
+
+    def _unique_base(self) -> str:
         with _counter_lock:
             seq = next(_counter)
         now = time.time()
         sec, usec = int(now), int((now % 1) * 1_000_000)
         # time.M<usec>P<pid>Q<seq>R<random>.host: unique across processes, threads and hosts.
-        return f"{sec}.M{usec}P{os.getpid()}Q{seq}R{secrets.token_hex(4)}.{self._host},S={size}"
+        return f"{sec}.M{usec}P{os.getpid()}Q{seq}R{secrets.token_hex(4)}.{self._host}"
+
+    def open_writer(self, flags: str = "", subdir: str = "new") -> MaildirWriter:
+        """A message written in pieces: ``write()`` each, then ``commit()`` (durable) or ``abort()``.
+
+        The size is not needed up front: the file grows in ``tmp/`` and gets its ``,S=<size>``
+        name when it is renamed into ``subdir``. Until ``commit`` returns, no reader sees it.
+        """
+        info = self._info(flags, subdir)
+        self.create()
+        base = self._unique_base()
+        tmp = self.path / "tmp" / base
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        return MaildirWriter(self, fd, tmp, base, info, subdir)
 
     @staticmethod
     def _info(flags: str, subdir: str) -> str:
@@ -203,6 +220,71 @@ class Maildir:
 
     def read(self, name: str, subdir: str = "new") -> bytes:
         return (self.path / subdir / name).read_bytes()
+
+
+class MaildirWriter:
+    """One message on its way into a Maildir (from ``Maildir.open_writer``).
+
+    Calls may come from different threads; ``abort`` waits for a ``write`` in progress, so a
+    descriptor is never closed under a write (which could then land in a reused descriptor).
+    """
+
+    def __init__(self, maildir: Maildir, fd: int, tmp: Path, base: str, info: str, subdir: str) -> None:
+        self._maildir = maildir
+        self._fd: int | None = fd
+        self.tmp = tmp
+        self._base = base
+        self._info = info
+        self._subdir = subdir
+        self._lock = threading.Lock()
+        self.size = 0
+
+    def __repr__(self) -> str:
+        state = "open" if self._fd is not None else "closed"
+        return f"<MaildirWriter {self.tmp.name} {self.size} bytes {state}>"
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data``; on an error the partial file is removed and the OSError raised."""
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                raise OSError("this Maildir message is already committed or aborted")
+            view = memoryview(data)
+            try:
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    self.size += n
+            except BaseException:
+                self._drop()
+                raise
+
+    def commit(self) -> str:
+        """fsync, rename into ``new/`` (or ``cur/``) as ``<name>,S=<size>``, fsync the directory;
+        returns the name. On failure the partial file is removed and the OSError raised."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            raise OSError("this Maildir message is already committed or aborted")
+        maildir = self._maildir
+        name = f"{self._base},S={self.size}"
+        final = maildir._commit((fd, self.tmp, name), self._info, self._subdir, fsync=maildir.fsync)
+        if maildir.fsync:
+            _fsync_dir(maildir.path / self._subdir)
+        return final
+
+    def abort(self) -> None:
+        """Drop the partial message (closes and removes the ``tmp/`` file). Never raises."""
+        with self._lock:
+            self._drop()
+
+    def _drop(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
 
 
 _pool: ThreadPoolExecutor | None = None

@@ -29,6 +29,7 @@ class CuttingProxy:
         self.port = 0
         self.fired = False
         self.lines = 0
+        self.cut_line = b""  # the client's last line forwarded before a cut_after_line cut
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -49,6 +50,7 @@ class CuttingProxy:
         self.plan = plan
         self.fired = False
         self.lines = 0
+        self.cut_line = b""
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -72,10 +74,11 @@ class CuttingProxy:
                         nl = chunk.find(b"\n", end)
                         if nl < 0:
                             break
-                        end = nl + 1
+                        start, end = end, nl + 1
                         self.lines += 1
                         if self.lines >= plan.cut_after_line:
                             self.fired = True
+                            self.cut_line = chunk[start:end]
                             server_w.write(chunk[:end])
                             with contextlib.suppress(OSError):
                                 await server_w.drain()

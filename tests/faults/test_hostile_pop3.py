@@ -360,3 +360,49 @@ async def test_no_message_is_lost_under_random_cuts(certs: Certs, fast_dir: Path
     )
     assert typed_errors >= runs * 0.8  # the plans really broke connections
     assert duplicates == 0
+
+
+BIG = 1536 * 1024  # over the 1 MB above which a Maildir download streams
+
+
+async def test_a_streamed_body_dripping_one_byte_at_a_time_times_out_and_leaves_no_file(
+    certs: Certs, tmp_path: Path
+) -> None:
+    """The data timeout covers a streamed body as a whole, not each piece of it."""
+
+    async def drip(conn: ScriptConn, index: int) -> None:
+        await conn.send(b"+OK\r\nSubject: big\r\n\r\n" + b"y" * 70_000)
+        while True:
+            await conn.send(b"x")
+            await asyncio.sleep(0.3)
+
+    fake = FakePOP3(user=USER, password=PASSWORD, messages=[message(1, b"z" * BIG + b"\r\n")], on_retr=drip)
+    async with ScriptedServer(fake, certs) as server:
+        start = time.monotonic()
+        with pytest.raises(errors.TimeoutError):
+            await asyncio.wait_for(download(server.port, certs, tmp_path / "Maildir"), 10)
+        elapsed = time.monotonic() - start
+    assert elapsed < TIMEOUTS.data + SLACK, f"took {elapsed:.1f}s"  # type: ignore[operator]
+    assert fake.deleted == set()
+    assert list((tmp_path / "Maildir" / "tmp").iterdir()) == []  # the partial file was removed
+    assert maildir_messages(tmp_path / "Maildir") == []
+
+
+async def test_a_streamed_retr_that_never_ends_is_cut_at_max_message_and_leaves_no_file(
+    certs: Certs, tmp_path: Path
+) -> None:
+    async def endless(conn: ScriptConn, index: int) -> None:
+        await conn.send(b"+OK\r\n")
+        while True:
+            await conn.send(b"X" * 1000 + b"\r\n")
+
+    fake = FakePOP3(
+        user=USER, password=PASSWORD, messages=[message(1, b"z" * BIG + b"\r\n")], on_retr=endless
+    )
+    async with ScriptedServer(fake, certs) as server, account(server.port, certs) as acct:
+        pop3 = AsyncPOP3(acct, limits=Limits(max_message=3 * 1024 * 1024))
+        with pytest.raises(errors.ProtocolError, match="larger than"):
+            await pop3.download_and_delete(into=tmp_path / "Maildir")
+    assert fake.deleted == set()
+    assert list((tmp_path / "Maildir" / "tmp").iterdir()) == []
+    assert maildir_messages(tmp_path / "Maildir") == []

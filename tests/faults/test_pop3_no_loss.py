@@ -117,6 +117,7 @@ async def test_each_boundary_of_a_full_session_then_recovery(stack: MailStack, t
     clean run. Each time: every message exactly once, the server empty."""
     messages = originals()
     texts: list[str] = []
+    cut_lines: list[bytes] = []
     async with CuttingProxy((stack.host, stack.pop3_port)) as proxy:
         for k in range(0, 100):
             fill(stack, messages)
@@ -133,6 +134,7 @@ async def test_each_boundary_of_a_full_session_then_recovery(stack: MailStack, t
                 break
             assert proxy.fired, repr(error)
             texts.append(str(error))
+            cut_lines.append(proxy.cut_line)
             assert len(set(saved(maildir))) + stack.message_count(USER) >= len(messages), f"lost at {k}"
             proxy.arm(CutPlan())
             async with account(proxy.port) as acct:
@@ -140,8 +142,10 @@ async def test_each_boundary_of_a_full_session_then_recovery(stack: MailStack, t
             assert_exactly_once(stack, maildir, messages)
         else:
             pytest.fail("the session never ran to completion")
-    for what in ("greeting", "CAPA", "AUTH", "UIDL", "RETR", "DELE", "QUIT"):
+    for what in ("greeting", "CAPA", "AUTH", "UIDL", "RETR", "DELE"):
         assert any(f"response to {what}" in t or f"response to the {what}" in t for t in texts), what
+    # QUIT leaves in the same write as the last DELEs: the cut right after it, before any answer.
+    assert cut_lines[-1] == b"QUIT\r\n", cut_lines[-3:]
 
 
 async def test_cut_in_the_middle_of_retr_responses(stack: MailStack, tmp_path: Path) -> None:
@@ -155,6 +159,49 @@ async def test_cut_in_the_middle_of_retr_responses(stack: MailStack, tmp_path: P
         _, texts = await run_until_complete(stack, proxy, maildir, plans, len(messages))
     assert_exactly_once(stack, maildir, messages)
     assert sum("RETR" in t for t in texts) >= 3, texts
+
+
+def streamed_originals() -> list[bytes]:
+    """Small messages around one over the streaming threshold (1 MB) whose lines are dot-stuffed
+    on the wire, so cuts fall inside a streamed RETR, on stuffed dots and line ends."""
+    lines = [b".", b"..x", b"plain line", b"", b".\t", b"Y" * 500]
+    body = b"\r\n".join(lines[i % len(lines)] for i in range(14_000)) + b"\r\n"
+    big = b"From: s@example.test\r\nSubject: streamed\r\n\r\n" + body * 1  # ~1.2 MB
+    assert len(big) > 1024 * 1024
+    return [*originals()[:2], big, *originals()[4:6]]
+
+
+async def test_cut_inside_a_streamed_retr_leaves_no_partial_file_and_loses_nothing(
+    stack: MailStack, tmp_path: Path
+) -> None:
+    """For each cut offset: a fresh mailbox, a run cut there, then a clean run. The big message is
+    streamed into tmp/ as it arrives; a cut must leave no file in tmp/ nor a partial one in new/."""
+    messages = streamed_originals()
+    big = max(messages, key=len)
+    # The big message's reply starts after ~1.3 KB of listings and small replies: cut all through it.
+    offsets = [*range(1100, 1700, 43), *range(1700, len(big), 99_991), len(big) - 7]
+    inside = 0
+    async with CuttingProxy((stack.host, stack.pop3_port)) as proxy:
+        for n in offsets:
+            fill(stack, messages)
+            maildir = tmp_path / f"Maildir{n}"
+            proxy.arm(CutPlan(cut_down_at=n))
+            async with account(proxy.port) as acct:
+                with pytest.raises(MailkitError) as info:
+                    await acct.pop3.download_and_delete(into=maildir)
+            assert proxy.fired
+            inside += "RETR 3" in str(info.value)
+            # No partial message anywhere: tmp/ is clean and everything in new/ is an original.
+            assert list((maildir / "tmp").iterdir()) == [], f"partial file left after a cut at {n}"
+            got = saved(maildir)
+            assert set(got) <= set(messages) and len(got) == len(set(got)), f"bad Maildir after {n}"
+            assert big not in got, f"the cut big message counted as saved at {n}"
+            assert stack.message_count(USER) == len(messages), "deleted before QUIT"
+            proxy.arm(CutPlan())
+            async with account(proxy.port) as acct:
+                await acct.pop3.download_and_delete(into=maildir)
+            assert_exactly_once(stack, maildir, messages)
+    assert inside >= 12, f"only {inside} cuts fell inside the streamed RETR"
 
 
 class Refusing(Sink):
@@ -229,6 +276,37 @@ async def test_a_full_disk_deletes_nothing_that_was_not_saved(
         rest = await acct.pop3.download_and_delete(into=bigger, state=tmp_path / "state.db")
     assert len(rest.downloaded) == len(report.errors) and stack.message_count(USER) == 0
     assert sorted(on_disk + saved(bigger)) == sorted(messages)
+
+
+async def test_a_full_disk_while_streaming_a_big_message_keeps_it_on_the_server(
+    stack: MailStack, tmp_path: Path
+) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        messages = streamed_originals()  # the big one (> 1 MB) cannot fit; the small ones can
+        fill(stack, messages)
+        maildir = mount / "Maildir"
+        async with account(stack.pop3_port) as acct:
+            report = await acct.pop3.download_and_delete(into=maildir, state=tmp_path / "state.db")
+        assert [len(e.error.args) and e.error.errno for e in report.errors] == [errno.ENOSPC]  # type: ignore[attr-defined]
+        assert report.errors[0].size > 1024 * 1024
+        assert stack.message_count(USER) == 1  # only the big one stays
+        assert list((maildir / "tmp").iterdir()) == []  # the partial file was removed
+        assert saved(maildir) == sorted(m for m in messages if len(m) < 1024 * 1024)
+        # With room, the next run streams it and deletes it.
+        async with account(stack.pop3_port) as acct:
+            rest = await acct.pop3.download_and_delete(into=tmp_path / "Maildir", state=tmp_path / "state.db")
+        assert [s.size for s in rest.downloaded] == [max(len(m) for m in messages)]
+        assert saved(tmp_path / "Maildir") == [max(messages, key=len)]
+        assert stack.message_count(USER) == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 async def test_a_full_disk_under_the_state_file_aborts_without_deleting(

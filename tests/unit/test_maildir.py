@@ -153,3 +153,67 @@ def test_add_many_reports_each_failure_and_keeps_the_rest(
     assert isinstance(results[1], OSError) and results[1].errno == errno.ENOSPC
     assert sorted(md.read(n) for n in md.names()) == [b"also good", b"good"]
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_open_writer_streams_into_tmp_then_commits_with_the_size_in_the_name(tmp_path: Path) -> None:
+    md = Maildir(tmp_path / "md")
+    writer = md.open_writer()
+    for part in (b"Subject: s\r\n", b"\r\n", b"x" * 10_000):
+        writer.write(part)
+        assert md.names() == []  # invisible to readers until committed
+        assert [p.stat().st_size for p in (md.path / "tmp").iterdir()] == [writer.size]
+    name = writer.commit()
+    assert name.endswith(",S=10014") and md.names() == [name]
+    assert md.read(name) == b"Subject: s\r\n\r\n" + b"x" * 10_000
+    assert list((md.path / "tmp").iterdir()) == []
+    with pytest.raises(OSError):
+        writer.write(b"late")  # committed: closed for good
+    flagged = md.open_writer(flags="S", subdir="cur")
+    flagged.write(b"seen")
+    assert flagged.commit().endswith(",S=4:2,S")
+
+
+def test_open_writer_abort_and_a_failed_write_leave_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    md = Maildir(tmp_path / "md")
+    writer = md.open_writer()
+    writer.write(b"partial")
+    writer.abort()
+    writer.abort()  # idempotent
+    assert list((md.path / "tmp").iterdir()) == [] and md.names() == []
+    with pytest.raises(OSError):
+        writer.commit()
+
+    failing = md.open_writer()
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError) as info:
+        failing.write(b"data")
+    assert info.value.errno == errno.ENOSPC
+    assert list((md.path / "tmp").iterdir()) == [] and md.names() == []
+
+
+def test_open_writer_commit_is_durable_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    md = Maildir(tmp_path / "md")
+    md.create()
+    steps: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        steps.append("fsync-dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync-file")
+        real_fsync(fd)
+
+    def rename(src: object, dst: object) -> None:
+        steps.append("rename")
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    writer = md.open_writer()
+    writer.write(b"body")
+    writer.commit()
+    assert steps == ["fsync-file", "rename", "fsync-dir"]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mailkit.errors import ConfigError, ConnectionLost, StateError
-from mailkit.pop3._protocol import Command, Response
+from mailkit.errors import ConfigError, ConnectionLost, StateError, TransientError
+from mailkit.pop3._protocol import BodyChunk, Command, Response
 from mailkit.pop3._state import UIDLState
 from mailkit.pop3.download import Progress, download
-from mailkit.pop3.sinks import CallbackSink, MaildirSink, MessageInfo, Sink, as_sink
+from mailkit.pop3.sinks import CallbackSink, MaildirSink, MessageInfo, Sink, SinkStream, as_sink
 from mailkit.store.maildir import Maildir
 
 
@@ -44,6 +44,9 @@ class FakeClient:
         self.queue: deque[Response] = deque()
         self.answered = 0
         self.max_in_flight = 0
+        self.chunk = 7
+        self.writes: list[list[str]] = []
+        self.unread: deque[Response | BodyChunk] = deque()
 
     def _answer(self, c: Command) -> Response:
         if c.verb == "UIDL":
@@ -54,6 +57,9 @@ class FakeClient:
         if c.verb == "LIST":
             body = b"".join(b"%d %d\r\n" % (i + 1, len(self.drop[u])) for i, u in enumerate(self.order))
             return Response(c, True, "", body)
+        if c.verb == "QUIT":  # pipelined behind the last DELEs
+            self.commit()
+            return Response(c, True, "bye")
         uid = self.order[int(c.args[0]) - 1]
         if c.verb == "RETR":
             self.journal.append(("RETR", uid))
@@ -67,6 +73,7 @@ class FakeClient:
         return [self._answer(c) for c in commands]
 
     def send(self, commands: Sequence[Command]) -> None:
+        self.writes.append([c.verb for c in commands])
         self.queue.extend(self._answer(c) for c in commands)
         self.max_in_flight = max(self.max_in_flight, len(self.queue))
         if not self.pipelining:
@@ -78,10 +85,35 @@ class FakeClient:
         self.answered += 1
         return self.queue.popleft()
 
+    async def events(self) -> list[Response | BodyChunk]:
+        """One event per call (the real client may return several): a streamed RETR arrives as
+        chunks of ``chunk`` bytes, then its Response without a body; a cut can fall between."""
+        if self.cut_after is not None and self.answered >= self.cut_after:
+            raise ConnectionLost("cut")
+        self.answered += 1
+        if not self.unread:
+            response = self.queue.popleft()
+            command = response.command
+            if command is None or not command.stream or not response.ok:
+                return [response]
+            body = response.body or b""
+            self.unread.extend(
+                BodyChunk(command, body[i : i + self.chunk]) for i in range(0, len(body), self.chunk)
+            )
+            self.unread.append(Response(command, True, response.text, None))
+        return [self.unread.popleft()]
+
     async def quit(self) -> None:
+        self.commit()
+
+    def commit(self) -> None:
         self.journal.append(("QUIT", ""))
         for uid in self.marked:
             del self.drop[uid]
+        self.marked.clear()
+
+    async def close(self) -> None:
+        pass
 
 
 class JournalSink(Sink):
@@ -97,6 +129,39 @@ class JournalSink(Sink):
         self.journal.append(("SAVE", info.uidl))
         self.saved[info.uidl] = raw
         return f"mem:{info.uidl}"
+
+
+class StreamingJournalSink(JournalSink):
+    """Takes messages piece by piece too; journals OPEN/COMMIT/ABORT and refuses on write when asked."""
+
+    def __init__(self, journal: list[tuple[str, str]], fail: set[str] | None = None) -> None:
+        super().__init__(journal, fail)
+        self.partial: dict[str, bytes] = {}
+
+    async def open_stream(self, info: MessageInfo) -> SinkStream:
+        assert info.uidl is not None
+        self.journal.append(("OPEN", info.uidl))
+        return JournalStream(self, info.uidl)
+
+
+class JournalStream(SinkStream):
+    def __init__(self, sink: StreamingJournalSink, uidl: str) -> None:
+        self.sink, self.uidl = sink, uidl
+        sink.partial[uidl] = b""
+
+    async def write(self, data: bytes) -> None:
+        if self.uidl in self.sink.fail:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.sink.partial[self.uidl] += data
+
+    async def commit(self) -> str:
+        self.sink.journal.append(("SAVE", self.uidl))
+        self.sink.saved[self.uidl] = self.sink.partial.pop(self.uidl)
+        return f"stream:{self.uidl}"
+
+    async def abort(self) -> None:
+        self.sink.journal.append(("ABORT", self.uidl))
+        self.sink.partial.pop(self.uidl, None)
 
 
 class JournalState(UIDLState):
@@ -115,7 +180,7 @@ def maildrop(n: int) -> dict[str, bytes]:
 
 
 def assert_order(journal: list[tuple[str, str]], uid: str) -> None:
-    steps = [step for step, u in journal if u == uid or step == "QUIT"]
+    steps = [step for step, u in journal if (u == uid and step != "OPEN") or step == "QUIT"]
     assert steps[:4] == ["RETR", "SAVE", "RECORD", "DELE"], (uid, steps)
     assert "QUIT" in steps[4:]
 
@@ -154,7 +219,9 @@ async def test_a_cut_before_quit_deletes_nothing_and_the_rerun_does_not_refetch(
     sink = JournalSink(journal)
     state = JournalState(journal)
     with pytest.raises(ConnectionLost):
-        await download(FakeClient(drop, journal, cut_after=60), sink, state, batch_messages=8)  # type: ignore[arg-type]
+        # 30 of 40 RETRs answered: QUIT (which goes out after the last RETR is saved) never left.
+        await download(FakeClient(drop, journal, cut_after=30), sink, state, batch_messages=8)  # type: ignore[arg-type]
+    assert ("QUIT", "") not in journal
     assert drop == original  # no QUIT: the server kept everything
     first = dict(sink.saved)
     assert first
@@ -331,3 +398,111 @@ async def test_a_uidl_listed_twice_never_deletes_an_unsaved_message() -> None:
     report = await download(client, sink, state)  # type: ignore[arg-type]
     assert len(report.downloaded) == 2  # both fetched, although "dup" was saved before
     assert [step for step, _ in journal if step == "RETR"] == ["RETR", "RETR"]
+
+
+def mixed_drop() -> dict[str, bytes]:
+    """Small messages around big ones (over the 100-byte threshold the tests stream above)."""
+    drop = maildrop(6)
+    drop["big1"] = b"Subject: big\r\n\r\n" + b"b" * 300 + b"\r\n"
+    drop["big2"] = b"Subject: big 2\r\n\r\n" + b"c" * 500 + b"\r\n"
+    drop["uid100"] = b"Subject: last\r\n\r\nx\r\n"
+    return drop
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_big_messages_stream_in_the_same_no_loss_order(pipelining: bool) -> None:
+    journal: list[tuple[str, str]] = []
+    drop = mixed_drop()
+    original = dict(drop)
+    sink = StreamingJournalSink(journal)
+    client = FakeClient(drop, journal, pipelining=pipelining)
+    report = await download(client, sink, JournalState(journal), stream_above=100)  # type: ignore[arg-type]
+    assert sink.saved == original and drop == {} and report.ok
+    for uid in original:
+        assert_order(journal, uid)
+    assert [u for step, u in journal if step == "OPEN"] == ["big1", "big2"]  # only those streamed
+    assert {s.uidl: s.size for s in report.downloaded}["big2"] == len(original["big2"])
+    assert {s.uidl: s.location for s in report.downloaded}["big1"] == "stream:big1"
+
+
+async def test_a_sink_failing_in_the_middle_of_a_stream_keeps_that_message_only() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = mixed_drop()
+    sink = StreamingJournalSink(journal, fail={"big1"})
+    report = await download(FakeClient(drop, journal), sink, JournalState(journal), stream_above=100)  # type: ignore[arg-type]
+    assert list(drop) == ["big1"] and [e.uidl for e in report.errors] == ["big1"]
+    assert isinstance(report.errors[0].error, OSError)
+    assert ("ABORT", "big1") in journal and ("SAVE", "big1") not in journal
+    assert ("RECORD", "big1") not in journal and ("DELE", "big1") not in journal
+    assert "big2" in sink.saved and sink.partial == {}
+
+
+async def test_a_cut_at_every_point_of_a_streamed_session_aborts_and_the_rerun_completes() -> None:
+    original = mixed_drop()
+    for cut in range(0, 200):
+        journal: list[tuple[str, str]] = []
+        drop = dict(original)
+        sink = StreamingJournalSink(journal)
+        state = JournalState(journal)
+        client = FakeClient(drop, journal, cut_after=cut)
+        try:
+            await download(client, sink, state, stream_above=100)  # type: ignore[arg-type]
+        except ConnectionLost:
+            if ("QUIT", "") not in journal:
+                assert drop == original  # no QUIT: nothing deleted
+            # QUIT pipelined behind the last DELEs may reach the server before the cut: then
+            # only what was saved and recorded is gone.
+            gone = set(original) - set(drop)
+            assert gone <= set(sink.saved) and all(("RECORD", u) in journal for u in gone)
+            assert sink.partial == {}  # a stream cut in the middle was aborted
+            opened = [u for step, u in journal if step == "OPEN"]
+            finished = [u for step, u in journal if step in ("SAVE", "ABORT") and u in opened]
+            assert sorted(opened) == sorted(finished)
+            await download(FakeClient(drop, journal), sink, state, stream_above=100)  # type: ignore[arg-type]
+            assert drop == {} and sink.saved == original
+        else:
+            assert cut > 20 and drop == {} and sink.saved == original
+            return
+    pytest.fail("no run completed")
+
+
+async def test_sinks_that_cannot_stream_get_big_messages_whole() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = mixed_drop()
+    original = dict(drop)
+    sink = JournalSink(journal)
+    assert not sink.streams and StreamingJournalSink(journal).streams and MaildirSink("x").streams
+    report = await download(FakeClient(drop, journal), sink, JournalState(journal), stream_above=100)  # type: ignore[arg-type]
+    assert sink.saved == original and report.ok and ("OPEN", "big1") not in journal
+
+
+async def test_quit_goes_out_with_the_last_deles_when_pipelining_and_its_error_is_raised() -> None:
+    journal: list[tuple[str, str]] = []
+    drop = maildrop(20)
+    client = FakeClient(drop, journal)
+    report = await download(client, JournalSink(journal), JournalState(journal), batch_messages=8)  # type: ignore[arg-type]
+    assert drop == {} and len(report.deleted) == 20
+    last = client.writes[-1]
+    assert last[-1] == "QUIT" and set(last[:-1]) == {"DELE"} and len(last) > 1
+    assert journal.index(("QUIT", "")) > max(i for i, (step, _) in enumerate(journal) if step == "RECORD")
+
+    class RefusingQuit(FakeClient):
+        def _answer(self, c: Command) -> Response:
+            if c.verb == "QUIT":
+                return Response(c, False, "[SYS/TEMP] could not expunge")
+            return super()._answer(c)
+
+    with pytest.raises(TransientError) as info:
+        await download(RefusingQuit(maildrop(3), []), JournalSink([]), JournalState([]))  # type: ignore[arg-type]
+    assert info.value.reply is not None and "expunge" in info.value.reply.text
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_run_forgets_uidls_the_server_no_longer_lists(pipelining: bool) -> None:
+    journal: list[tuple[str, str]] = []
+    state = JournalState(journal)
+    state.record([("gone-for-good", "mem:x")])
+    drop = maildrop(3)
+    await download(FakeClient(drop, journal, pipelining=pipelining), JournalSink(journal), state)  # type: ignore[arg-type]
+    assert drop == {}
+    assert set(state.saved()) == {"uid000", "uid001", "uid002"}  # listed in this run: kept

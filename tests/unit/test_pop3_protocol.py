@@ -9,11 +9,13 @@ import pytest
 from mailkit.errors import ConfigError, ConnectionLost, ProtocolError
 from mailkit.pop3._protocol import (
     NEED_DATA,
+    BodyChunk,
     Command,
     Continuation,
     Limits,
     POP3Core,
     Response,
+    Unstuffer,
     apop_digest,
     parse_capa,
     parse_scan_listing,
@@ -320,3 +322,121 @@ def test_big_bodies_in_big_chunks_keep_every_byte_and_the_next_reply(chunk: int,
         got = feed(core, wire[:start]) + feed(core, wire[start:], chunk)
         assert [(r.body, r.text) for r in got] == [(body, ""), (body, ""), (None, "1 2")]  # type: ignore[attr-defined]
         assert core.buffered == 0 and core.pending == 0
+
+
+# -- streamed bodies -------------------------------------------------------------------------------
+
+
+def stuff(body: bytes) -> bytes:
+    """What a server sends for ``body`` (CRLF lines): every line starting with '.' gets another."""
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in body.split(b"\r\n"))
+
+
+TRICKY_BODIES = [
+    b"",
+    b".\r\n",
+    b"..\r\n",
+    b".x\r\n",
+    b"\r\n",
+    b"a\r\n.\r\nb\r\n",  # a body line that is a lone dot (stuffed to '..')
+    b"a\r\n..\r\n...\r\n.b\r\n",
+    b"x\r\n.\r\n.\r\n",
+    b".\r\n.\r\n",
+    b"no dots at all\r\nsecond\r\n",
+    b"a dot then CR.\r\n.\r.\r\n",  # '.\r' not followed by LF is a stuffed dot, not the end
+    b"\r\n.\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("body", TRICKY_BODIES)
+def test_unstuffer_gives_the_body_and_the_rest_for_every_pair_of_split_positions(body: bytes) -> None:
+    wire = stuff(body) + b".\r\n+OK next\r\n"
+    assert unstuff(stuff(body)) == body
+    for i in range(len(wire) + 1):
+        for j in range(i, len(wire) + 1):
+            unstuffer = Unstuffer()
+            out: list[bytes] = []
+            rest: bytes | None = None
+            for piece in (wire[:i], wire[i:j], wire[j:]):
+                if rest is not None:
+                    rest += piece
+                elif piece:
+                    chunk, rest = unstuffer.feed(piece)
+                    out.append(chunk)
+            assert b"".join(out) == body, (i, j)
+            assert rest == b"+OK next\r\n", (i, j)
+            assert unstuffer.done and unstuffer.size == len(body)
+
+
+def test_unstuffer_byte_by_byte_and_lf_only_terminator() -> None:
+    body = b"..a\n.b\nc\n"
+    wire = b"...a\n..b\nc\n.\nREST"
+    unstuffer = Unstuffer()
+    out, rest = [], None
+    for k in range(len(wire)):
+        chunk, rest = unstuffer.feed(wire[k : k + 1])
+        out.append(chunk)
+        if rest is not None:
+            rest += wire[k + 1 :]
+            break
+    assert b"".join(out) == body and rest == b"REST"
+    with pytest.raises(ProtocolError):
+        unstuffer.feed(b"more")  # nothing belongs to a body after its end
+
+
+def test_unstuffer_holds_back_no_more_than_a_possible_terminator() -> None:
+    unstuffer = Unstuffer()
+    assert unstuffer.feed(b"line one\r\nline two\r\n") == (b"line one\r\nline two\r", None)
+    assert unstuffer.feed(b".") == (b"", None)  # "\n." could start the terminator
+    assert unstuffer.feed(b".x\r\n") == (b"\n.x\r", None)  # it was a stuffed dot
+    assert unstuffer.feed(b".\r\n") == (b"\n", b"")
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 64, 10_000])
+def test_a_streamed_retr_gives_chunks_then_a_response_and_the_next_reply(step: int) -> None:
+    body = b"Subject: s\r\n\r\n" + b"".join(TRICKY_BODIES) + b"Z" * 30_000 + b"\r\n..\r\n"
+    core = greeted()
+    core.send(Command("RETR", ("1",), stream=True))
+    core.send(Command("RETR", ("2",), stream=True))
+    core.send(Command("DELE", ("1",)))
+    wire = b"+OK big\r\n" + stuff(body) + b".\r\n-ERR no such message\r\n+OK marked\r\n"
+    got = feed(core, wire, step)
+    chunks = [e for e in got if isinstance(e, BodyChunk)]
+    responses = [e for e in got if isinstance(e, Response)]
+    assert b"".join(c.data for c in chunks) == body
+    assert all(c.command == Command("RETR", ("1",)) and c.data for c in chunks)
+    assert [(r.ok, r.text, r.body) for r in responses] == [
+        (True, "big", None),
+        (False, "no such message", None),
+        (True, "marked", None),
+    ]
+    assert got.index(responses[0]) == len(chunks)  # every chunk before its response
+    assert core.pending == 0
+
+
+def test_a_streamed_body_over_max_message_is_refused_and_eof_inside_it_is_connection_lost() -> None:
+    core = greeted(Limits(max_message=1000))
+    core.send(Command("RETR", ("1",), stream=True))
+    with pytest.raises(ProtocolError, match="larger than 1000"):
+        feed(core, b"+OK\r\n" + b"x" * 600 + b"\r\n" + b"y" * 600, 100)
+    core = greeted()
+    core.send(Command("RETR", ("1",), stream=True))
+    assert [type(e) for e in feed(core, b"+OK\r\npart\r\n")] == [BodyChunk]
+    core.receive_eof()
+    with pytest.raises(ConnectionLost):
+        events(core)
+
+
+def test_listings_in_the_usual_form_and_in_odd_spacing_parse_the_same() -> None:
+    usual = b"".join(b"%d uid-%d\r\n" % (n, n) for n in range(1, 500))
+    odd = b"".join(b"%d\t uid-%d  \r\n" % (n, n) for n in range(1, 500))
+    expected = {n: f"uid-{n}" for n in range(1, 500)}
+    assert parse_uidl_listing(Response(Command("UIDL"), True, "", usual)) == expected
+    assert parse_uidl_listing(Response(Command("UIDL"), True, "", odd)) == expected
+    sizes = b"1 100\r\n2 200\n3  300 extra\r\n"
+    assert parse_scan_listing(Response(Command("LIST"), True, "", sizes)) == {1: 100, 2: 200, 3: 300}
+    # Words that line up in pairs over the whole body but not per line are still refused.
+    with pytest.raises(ProtocolError, match="malformed LIST line"):
+        parse_scan_listing(Response(Command("LIST"), True, "", b"1 2 3\r\n4\r\n"))
+    with pytest.raises(ProtocolError, match="malformed UIDL line"):
+        parse_uidl_listing(Response(Command("UIDL"), True, "", b"1 " + b"u" * 71 + b"\r\n"))
