@@ -210,7 +210,8 @@ class CaseFailed(Exception):
 def run_once(stack, case: str, messages: list[bytes], tls: bool) -> dict[str, float] | None:  # type: ignore[no-untyped-def]
     """One filled mailbox, one run of ``case``; None if the tool failed (recorded in FAILURES)."""
     port = stack.pop3s_port if tls else stack.pop3_port
-    stack.reset(USER)
+    # Only the INBOX: the benchmark user's other folders hold bench_imap's mailboxes.
+    stack.doveadm("expunge", "-u", USER, "mailbox", "INBOX", "all")
     stack.deliver(USER, messages[0])  # creates the mailbox with the right owner
     if len(messages) > 1:
         stack.deliver_many(USER, messages[1:])

@@ -295,8 +295,11 @@ class MailStack:
         count = 0
         for raw in messages:
             _MAILDIR_SEQ += 1
-            # S=<size> lets Dovecot skip stat()ing for sizes; name is unique per process.
-            name = f"{now}.M{_MAILDIR_SEQ}P{tag}.mailstack,S={len(raw)}"
+            # S=<size> and W=<size with CRLF line ends> as Dovecot's own delivery names files: it
+            # then knows both sizes without stat()ing or reading (POP3's LIST needs the latter).
+            # The name is unique per process.
+            vsize = len(raw) + raw.count(b"\n") - raw.count(b"\r\n")
+            name = f"{now}.M{_MAILDIR_SEQ}P{tag}.mailstack,S={len(raw)},W={vsize}"
             tmp = path / "tmp" / name
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
