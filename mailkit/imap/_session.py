@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import imaplib
+import io
 import itertools
 import logging
+import operator
 import os
+import re
 import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
@@ -28,6 +31,7 @@ from .._log import log_received, log_sent
 from ..config import Endpoint, OAuth2, Password, Security, check_line_safe
 from ..errors import (
     AuthenticationError,
+    CommandError,
     ConfigError,
     ConnectionLost,
     MailkitError,
@@ -206,8 +210,8 @@ def message_from_items(items: dict[str, Any], spec: FetchSpec) -> Message:
         else:
             data = _as_bytes(data)
     # positional: Message's field order (uid, flags, size, internal_date, raw_envelope, headers,
-    # body, body_path, bodystructure, modseq); cheaper than keywords ten thousand times over
-    return Message(
+    # body, body_path, bodystructure, modseq); built without ten frozen setattrs
+    return Message._of_fields(
         int(items["UID"]),
         flags,
         None if size is None else int(size),
@@ -228,6 +232,11 @@ def _as_bytes(value: Any) -> bytes | None:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape")
     return value if isinstance(value, bytes) else bytes(value)  # a Literal is bytes: no copy
+
+
+# OAuth2 mechanisms in order of preference when the server offers both: OAUTHBEARER is the
+# standard (RFC 7628), XOAUTH2 the older Google form it replaces.
+OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 
 
 class Session:
@@ -263,6 +272,8 @@ class Session:
     def client(self) -> IMAPClient:
         if self._client is None or self.broken:
             raise ConnectionLost("the IMAP connection is closed")
+        if self._ahead is not None and self._ahead.tags:
+            self._settle()  # a fetch batch sent ahead is still arriving: read it first
         return self._client
 
     def connect(self) -> None:
@@ -315,13 +326,10 @@ class Session:
         caps = {_s(c).upper() for c in client.capabilities()}
         log_sent(log, f"AUTHENTICATE as {self._user}")
         if isinstance(creds, OAuth2):
-            token = self._token or ""
-            if "AUTH=OAUTHBEARER" in caps:
-                client.oauthbearer_login(self._user, token)
-            elif "AUTH=XOAUTH2" in caps:
-                client.oauth2_login(self._user, token)
-            else:
+            mechanism = next((m for m in OAUTH_MECHANISMS if f"AUTH={m}" in caps), None)
+            if mechanism is None:
                 raise AuthenticationError("the IMAP server offers neither OAUTHBEARER nor XOAUTH2")
+            self._oauth2_login(client, mechanism, self._token or "")
             return
         if "AUTH=PLAIN" in caps:
             try:
@@ -341,6 +349,32 @@ class Session:
             client.login(self._user, creds.password)
         except imap_errors.LoginError as exc:
             raise AuthenticationError("IMAP login refused", reply=_reply_from(exc)) from None
+
+    def _oauth2_login(self, client: IMAPClient, mechanism: str, token: str) -> None:
+        # Not imapclient's oauth2_login/oauthbearer_login: they answer the server's error challenge
+        # (a JSON status, RFC 7628 3.2.2) with the token again. The answer must be %x01 for
+        # OAUTHBEARER and empty for XOAUTH2; the server then ends the exchange with NO.
+        if mechanism == "OAUTHBEARER":
+            gs2 = "n,a=" + self._user.replace("=", "=3D").replace(",", "=2C") + ","
+            host, port = self.endpoint.host, self.endpoint.port
+            first = f"{gs2}\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01".encode()
+            after_error = b"\x01"
+        else:
+            first = f"user={self._user}\x01auth=Bearer {token}\x01\x01".encode()
+            after_error = b""
+        answers = iter((first, after_error))
+
+        def respond(_challenge: bytes) -> bytes | None:
+            return next(answers, None)  # None: imaplib cancels ("*") a server that keeps asking
+
+        try:
+            client._imap.authenticate(mechanism, respond)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            raise AuthenticationError(
+                f"IMAP {mechanism} login refused", reply=_reply_from(exc)
+            ) from None
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self._caps
@@ -533,7 +567,7 @@ class Session:
                 _wire.send_command(imap, reader, tags[0], commands[0], literal_plus=self.has("LITERAL+"))
             else:
                 imap.send(_wire.pipelined(tags, commands))
-            failed: PermanentError | None = None
+            failed: CommandError | None = None
             # A server may run pipelined commands at once: their responses can interleave and
             # their tagged replies come in any order. FETCH responses are gathered whichever
             # command they answer (the caller wants them all) and parsed at each tagged reply.
@@ -563,7 +597,7 @@ class Session:
                     pending.discard(tag)
                     try:
                         _wire.tagged_status(first, tag, what)
-                    except PermanentError as exc:
+                    except CommandError as exc:  # NO/BAD (final or "try later"): the stream is in step
                         failed = failed or exc
                     if on_batch is not None and failed is None and batch:
                         on_batch(batch)
@@ -586,7 +620,7 @@ class Session:
 
         try:
             self._run(what, run)
-        except PermanentError:
+        except CommandError:
             self._give_back(imap, reader)
             raise
         except MailkitError:
@@ -688,6 +722,13 @@ class Session:
         return sorted(set(found))
 
     # --- fetch ------------------------------------------------------------------------------
+    # A batch's commands may go out before the batch is asked for (``fetch(..., then=...)``): the
+    # server then works on the next batch while this one is handed over. While such a batch is in
+    # flight our reader owns the stream; anything else that needs the connection first reads that
+    # batch to its end (``_settle``, from ``client``), and its messages wait for ``fetch``.
+    _ahead: _Batch | None = None
+    _reader: _wire.BulkReader | None = None
+
     def fetch(
         self,
         uids: Iterable[int],
@@ -695,23 +736,205 @@ class Session:
         *,
         spool_dir: str | None = None,
         stream_over: int = 8 << 20,
+        then: Iterable[int] | None = None,
     ) -> list[Message]:
-        """One batch: the caller (``client.py``) sizes batches by count and bytes."""
+        """One batch: the caller (``client.py``) sizes batches by count and bytes.
+
+        ``then``: the UIDs of the batch the caller asks for next. Its commands are sent before
+        this batch is read, so there is no round trip between batches (one batch ahead at most:
+        the socket buffers hold it until it is read).
+        """
         uid_list = sorted(set(uids))
         if not uid_list:
             return []
-        spool = _spooler(spool_dir) if spec.wants_data else None
+        batch = self._take_ahead(uid_list, spec, spool_dir, stream_over)
+        if batch is None:
+            batch = self._send_batch(uid_list, spec, spool_dir, stream_over)
+        if then is not None:
+            upcoming = sorted(set(then))
+            if upcoming:
+                self._ahead = self._send_batch(upcoming, spec, spool_dir, stream_over)
+        self._receive(batch)
+        if batch.failed is not None:
+            batch.discard()
+            raise batch.failed
+        messages = batch.messages
+        messages.sort(key=_by_uid)
+        return messages
+
+    def _take_ahead(
+        self, uids: list[int], spec: FetchSpec, spool_dir: str | None, stream_over: int
+    ) -> _Batch | None:
+        ahead = self._ahead
+        if ahead is None:
+            return None
+        if ahead.key == (uids, spec, spool_dir, stream_over):
+            self._ahead = None
+            return ahead
+        self.drop_ahead()  # the caller went another way
+        return None
+
+    def drop_ahead(self) -> None:
+        """Read a batch sent ahead that nobody will ask for off the stream, and drop it."""
+        ahead = self._ahead
+        if ahead is None:
+            return
+        if ahead.tags:
+            self._receive(ahead)
+        self._ahead = None
+        ahead.discard()
+
+    def _settle(self) -> None:
+        """Read the batch sent ahead to its end, so that imapclient finds the stream in step."""
+        ahead = self._ahead
+        if ahead is not None and ahead.tags:
+            self._receive(ahead)
+
+    def _send_batch(
+        self, uids: list[int], spec: FetchSpec, spool_dir: str | None, stream_over: int
+    ) -> _Batch:
+        self._require_selected()
+        if self._client is None or self.broken:
+            raise ConnectionLost("the IMAP connection is closed")
+        imap = self._client._imap
         per = PIPELINE_DATA if spec.wants_data else PIPELINE_LISTING
-        uid_sets = [_wire.sequence_set(uid_list[i : i + per]) for i in range(0, len(uid_list), per)]
-        msgs: list[Message] = self.uid_fetch_many(
-            uid_sets,
-            spec.items(),
-            spool=spool,
-            spool_over=stream_over,
-            convert=functools.partial(message_from_items, spec=spec),
-        )
-        wanted = set(uid_list)
-        return sorted((m for m in msgs if m.uid in wanted), key=lambda m: m.uid)
+        uid_sets = [_wire.sequence_set(uids[i : i + per]) for i in range(0, len(uids), per)]
+        commands = _fetch_commands(uid_sets, spec.items(), b"")
+        tags = [_wire.new_tag() for _ in commands]
+        for tag, segments in zip(tags, commands, strict=True):
+            log_sent(log, tag + b" " + b"".join(segments))
+        if self._reader is None:  # from now on our reader owns the stream, until it is given back
+            if isinstance(imap.file, _wire.Prefixed) and not imap.file.pending:
+                imap.file = imap.file.file
+            self._reader = _wire.BulkReader(imap.file, recv=_direct_read(imap))
+        data = _wire.pipelined(tags, commands)
+        self._guard("UID FETCH", lambda: imap.send(data))
+        return _Batch(uids, spec, spool_dir, stream_over, set(tags))
+
+    def _guard(self, what: str, fn: Callable[[], T]) -> T:
+        """``_run`` for the bulk path: any failure but a refusal leaves the connection closed."""
+        try:
+            return self._run(what, fn)
+        except CommandError:
+            raise
+        except BaseException:
+            self._ahead = self._reader = None
+            self.shutdown()  # interrupted mid-response: the stream position is unknown
+            raise
+
+    def _receive(self, batch: _Batch) -> None:
+        """Read until every command of ``batch`` is answered. Messages of the batch sent ahead
+        that arrive meanwhile (a server may interleave pipelined replies) are kept for it."""
+        if not batch.tags:
+            return  # read already (``_settle``)
+        reader = self._reader
+        assert reader is not None
+        ahead = self._ahead if self._ahead is not batch else None
+        spec = batch.spec
+        head = _body_head(spec)
+        spool = _spooler(batch.spool_dir) if spec.wants_data else None
+        limit = batch.stream_over if spool is not None else _wire.MAX_MEMORY_LITERAL
+        mine = set(batch.uids)
+        theirs = set(ahead.uids) if ahead is not None else set()
+        convert = functools.partial(message_from_items, spec=spec)
+        of_body = Message._of_body
+
+        listing = spec == _LISTING
+
+        def parse(responses: list[list[bytes | _wire.Literal | _wire.Spooled]] | bytes) -> None:
+            try:
+                direct: list[Message] | None = None
+                if isinstance(responses, bytes):
+                    if listing:
+                        values = _wire.fetch_block_values(responses)
+                        direct = None if values is None else _listing_messages(values)
+                    parsed = [] if direct is not None else _wire.parse_fetch_block(responses)
+                else:
+                    parsed = _wire.parse_fetch_batch(responses)
+                append = batch.messages.append
+                for message in direct or ():
+                    if message.uid in mine:
+                        append(message)
+                    elif message.uid in theirs:
+                        ahead.messages.append(message)  # type: ignore[union-attr]
+                for row in parsed:
+                    if "UID" not in row:
+                        continue
+                    message = convert(row)
+                    if message.uid in mine:
+                        append(message)
+                    elif message.uid in theirs:
+                        ahead.messages.append(message)  # type: ignore[union-attr]
+                    elif message.body_path is not None:  # not asked for: nobody would remove it
+                        with contextlib.suppress(OSError):
+                            os.unlink(message.body_path)
+            except (ValueError, TypeError, RecursionError, ProtocolError) as exc:
+                # a server that sends garbage is not trusted with the next command
+                raise ProtocolError(f"UID FETCH: malformed response ({exc})") from None
+
+        def run() -> None:
+            general: list[list[bytes | _wire.Literal | _wire.Spooled]] = []
+            blocks = not spec.wants_data
+            append = batch.messages.append
+            while batch.tags:
+                if head is not None:
+                    rows = reader.body_rows(head, limit)
+                    if rows:
+                        for row in rows:
+                            if row[0] in mine:
+                                append(of_body(*row))
+                            elif row[0] in theirs:
+                                ahead.messages.append(of_body(*row))  # type: ignore[union-attr]
+                        continue
+                elif blocks:
+                    block = reader.fetch_block()
+                    if block:
+                        parse(block)
+                        continue
+                elif spec.wants_data:  # bodies with other items: whole responses cut, parsed in bulk
+                    whole = reader.literal_block(limit)
+                    if whole:
+                        general.extend(whole)
+                        continue
+                parts = reader.response(spool=spool, spool_over=batch.stream_over)
+                blocks = not spec.wants_data and len(parts) == 1
+                first = parts[0]
+                assert isinstance(first, bytes)
+                tag = first.split(b" ", 1)[0]
+                owner = batch if tag in batch.tags else None
+                if owner is None and ahead is not None and tag in ahead.tags:
+                    owner = ahead
+                if owner is not None:
+                    log_received(log, first)
+                    owner.tags.discard(tag)
+                    try:
+                        _wire.tagged_status(first, tag, "UID FETCH")
+                    except CommandError as exc:  # refused; the stream is in step
+                        owner.failed = owner.failed or exc
+                    if general:
+                        parse(general)
+                        general = []
+                    continue
+                if b" FETCH (" in first[:40]:
+                    general.append(parts)
+                    continue
+                if first.startswith(b"* "):
+                    _number, name, _rest = _wire.untagged(parts)
+                    if name == b"BYE":
+                        raise ConnectionLost(f"UID FETCH: the server said BYE: {_s(first[6:]).strip()}")
+                elif first.startswith(b"+"):
+                    raise ProtocolError("UID FETCH: unexpected continuation request")
+                else:
+                    raise ProtocolError(f"UID FETCH: unexpected line {first[:60]!r}")
+            if general:
+                parse(general)
+
+        self._guard("UID FETCH", run)
+        if self._ahead is None or not self._ahead.tags:
+            # nothing more in flight: the bytes read past our last reply are imaplib's
+            self._reader = None
+            assert self._client is not None
+            self._give_back(self._client._imap, reader)
 
     def sizes(self, uid_set: bytes | list[bytes]) -> list[tuple[int, int, tuple[str, ...]]]:
         """(uid, size, flags) for a UID set (or several, pipelined): the first step of batching by bytes."""
@@ -798,6 +1021,88 @@ class Session:
 
     def noop(self) -> None:
         self._run("NOOP", lambda: self.client.noop())
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One fetch batch's pipelined commands once sent: the tags still unanswered, what came."""
+
+    uids: list[int]
+    spec: FetchSpec
+    spool_dir: str | None
+    stream_over: int
+    tags: set[bytes]
+    messages: list[Message] = field(default_factory=list)
+    failed: CommandError | None = None
+
+    @property
+    def key(self) -> tuple[list[int], FetchSpec, str | None, int]:
+        return self.uids, self.spec, self.spool_dir, self.stream_over
+
+    def discard(self) -> None:
+        """Nobody will take these messages: bodies streamed to files go too."""
+        for message in self.messages:
+            if message.body_path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(message.body_path)
+        self.messages = []
+
+
+_by_uid = operator.attrgetter("uid")
+
+
+@functools.lru_cache(maxsize=32)
+def _body_head(spec: FetchSpec) -> re.Pattern[bytes] | None:
+    """The fast reader's pattern for ``spec``, when it asks for one body section and plain items."""
+    if spec.envelope or spec.headers or spec.bodystructure or spec.internal_date or spec.modseq:
+        return None
+    if spec.body == (spec.part is not None):  # no section, or two of them
+        return None
+    return _wire.body_head(spec.part or "", flags=spec.flags, size=spec.size)
+
+
+_LISTING = FetchSpec(envelope=True)  # the usual listing: UID FLAGS RFC822.SIZE ENVELOPE
+
+
+def _listing_messages(values: list[Any]) -> list[Message] | None:
+    """``[UID u FLAGS (...) RFC822.SIZE s ENVELOPE (...)]`` item lists straight to Messages (what
+    ``message_from_items`` makes of the same items, without a dict per message), or None when
+    any response has another shape."""
+    out: list[Message] = []
+    append = out.append
+    make = Message._of_fields
+    for items in values:
+        if (
+            type(items) is not list
+            or len(items) != 8
+            or items[0] != "UID"
+            or items[2] != "FLAGS"
+            or items[4] != "RFC822.SIZE"
+            or items[6] != "ENVELOPE"
+            or type(items[3]) is not list
+        ):
+            return None
+        raw, size = items[3], items[5]
+        flags = tuple(raw) if not raw or type(raw[0]) is str else _flags(raw)
+        append(make(int(items[1]), flags, None if size is None else int(size), None, items[7],
+                    None, None, None, None, None))  # fmt: skip
+    return out
+
+
+def _direct_read(imap: Any) -> Callable[[int, memoryview], int] | None:
+    """``read(size, buffer)`` straight from imaplib's socket, for when its buffered file is drained.
+
+    Under TLS that is the SSL object's own ``read``: what ``SSLSocket.recv_into`` calls after two
+    layers of Python checks (same timeout and errors; a ragged EOF the reader turns into 0).
+    """
+    sock = getattr(imap, "sock", None)
+    if sock is None or type(imap.file) is not io.BufferedReader:
+        return None  # another kind of file: its buffering is not known
+    sslobj = getattr(sock, "_sslobj", None)
+    read = getattr(sslobj, "read", None)
+    if isinstance(sock, ssl.SSLSocket) and callable(read):
+        return read  # type: ignore[no-any-return]
+    return lambda size, buffer: sock.recv_into(buffer, size)
 
 
 def _fetch_commands(uid_sets: list[bytes], items: bytes, modifiers: bytes) -> list[list[bytes]]:

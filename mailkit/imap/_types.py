@@ -198,6 +198,40 @@ class Message:
         """The ENVELOPE, built on first access (listings of thousands stay cheap)."""
         return None if self.raw_envelope is None else parse_envelope(self.raw_envelope)
 
+    @classmethod
+    def _of_body(cls, uid: int, flags: tuple[str, ...] | None, size: int | None, body: bytes, /) -> Message:
+        """The same value as ``Message(uid, flags, size, body=body)``, built for bulk fetches:
+        the fields are set in one dict update instead of one frozen ``__setattr__`` each."""
+        message = object.__new__(cls)
+        message.__dict__.update(
+            uid=uid, flags=flags, size=size, internal_date=None, raw_envelope=None, headers=None,
+            body=body, body_path=None, bodystructure=None, modseq=None,
+        )  # fmt: skip
+        return message
+
+    @classmethod
+    def _of_fields(
+        cls,
+        uid: int,
+        flags: tuple[str, ...] | None,
+        size: int | None,
+        internal_date: datetime | None,
+        raw_envelope: Any,
+        headers: bytes | None,
+        body: bytes | None,
+        body_path: str | None,
+        bodystructure: Any,
+        modseq: int | None,
+        /,
+    ) -> Message:
+        """``Message(...)`` with every field, positional, built as ``_of_body`` is."""
+        message = object.__new__(cls)
+        message.__dict__.update(
+            uid=uid, flags=flags, size=size, internal_date=internal_date, raw_envelope=raw_envelope,
+            headers=headers, body=body, body_path=body_path, bodystructure=bodystructure, modseq=modseq,
+        )  # fmt: skip
+        return message
+
 
 class ChangeKind(enum.StrEnum):
     NEW = "new"

@@ -6,7 +6,9 @@ imaplib socket and their responses are read here, up to and including our last t
 imaplib's bookkeeping never sees them; bytes read past it are handed back to imaplib. Reads are big
 chunks; runs of literal-free lines are checked and parsed as whole blocks with C-speed regex/str
 passes, literals are sliced by their announced size (never scanned), and literals above a threshold
-are streamed to a file instead of held in memory. Lines and in-memory literals have hard limits.
+are streamed to a file instead of held in memory. Bulk bodies of the usual shape are cut with one
+regex match per response (``body_rows``); any other shape goes to the general reader. Lines and
+in-memory literals have hard limits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -24,6 +27,7 @@ __all__ = [
     "BulkReader",
     "Literal",
     "Spooled",
+    "fetch_block_values",
     "parse_fetch_block",
     "parse_fetch_items",
     "parse_sequence_set",
@@ -37,6 +41,9 @@ MAX_LINE = 4 << 20  # a text line longer than this (outside literals) is an atta
 CHUNK = 1 << 20
 BLOCK = 64 << 10  # literal-free responses are parsed in blocks of about this size
 MAX_MEMORY_LITERAL = 256 << 20  # a literal held in memory (not streamed to a file): no bigger
+# imaplib's file buffers at most io.DEFAULT_BUFFER_SIZE (8 KB); one readinto1 into more than this
+# takes all it holds (then reads the socket straight into ours), leaving it empty.
+_BUFFERED_MAX = 64 << 10
 
 _TOKEN = re.compile(
     rb'[()]|"(?:[^"\\]|\\.)*"|\{\d+\+?\}\r?\n?$|[^\s()"\[\]{]+(?:\[[^\]]*\](?:<\d+>)?)?|\[|\]'
@@ -126,16 +133,26 @@ class BulkReader:
     found with ``find`` over the buffer and literals are skipped by their announced size, never
     scanned; each value is copied out once. ``leftover()`` is what was read past the last
     response taken (to give back to imaplib).
+
+    ``recv(size, buffer)`` (the socket's own read), when given, replaces ``readinto1`` once
+    imaplib's buffer is known to be empty: after one ``readinto1`` bigger than that buffer, which
+    hands out everything it held. Then each arrival costs one call into the socket, not layers of
+    Python file objects (a TLS record is a few KB: there are thousands of arrivals per batch).
     """
 
-    __slots__ = ("_buf", "_end", "_pos", "_src", "_view")
+    __slots__ = ("_buf", "_direct", "_end", "_flags", "_pos", "_recv", "_src", "_view")
 
-    def __init__(self, source: _ChunkSource, size: int = CHUNK) -> None:
+    def __init__(
+        self, source: _ChunkSource, size: int = CHUNK, *, recv: Callable[[int, memoryview], int] | None = None
+    ) -> None:
         self._src = source
+        self._recv = recv
+        self._direct: Callable[[int, memoryview], int] | None = None  # recv, once it is safe
         self._buf = bytearray(size)
         self._view = memoryview(self._buf)
         self._pos = 0  # next unread byte
         self._end = 0  # end of the bytes received
+        self._flags: dict[bytes, tuple[str, ...]] = {}  # flag lists decoded so far (body_rows)
 
     def _fill(self) -> None:
         """Receive more after what is unread (moved to the front first; the buffer grows only
@@ -150,7 +167,17 @@ class BulkReader:
             else:
                 self._view[:pending] = self._view[self._pos : self._end]
             self._pos, self._end = 0, pending
-        got = self._src.readinto1(self._view[self._end :])
+        space = self._view[self._end :]
+        direct = self._direct
+        if direct is not None:
+            try:
+                got = direct(len(space), space)
+            except ssl.SSLEOFError:  # closed without TLS close_notify: as ssl's own recv_into says it
+                got = 0
+        else:
+            got = self._src.readinto1(space)
+            if self._recv is not None and len(space) > _BUFFERED_MAX:
+                self._direct = self._recv  # imaplib's buffer was emptied into ours
         if not got:
             raise ConnectionLost("IMAP connection closed by the server")
         self._end += got
@@ -276,8 +303,92 @@ class BulkReader:
         self._pos = pos
         return out
 
+    def body_rows(self, head: re.Pattern[bytes], limit: int) -> list[BodyRow]:
+        """Bulk-body responses of the shape ``head`` matches (see ``body_head``), as they arrive.
+
+        Cut straight out of the buffer: one regex match for the line, the literal sliced by its
+        announced size (at most ``limit``; bigger ones are ``response()``'s to stream), the
+        closing ``)\\r\\n`` checked. A response cut off by the end of a read is completed by
+        reading more; at any other shape (a tagged reply, another response) it stops, leaving
+        the rest for ``response()``. Flag lists repeat: each distinct one is decoded once.
+        """
+        out: list[BodyRow] = []
+        append = out.append
+        match = head.match
+        flag_cache = self._flags
+        buf, view, pos, end = self._buf, self._view, self._pos, self._end
+        while True:
+            m = match(buf, pos, end)
+            if m is None:
+                if buf.find(b"\n", pos, end) >= 0 or end - pos > _BODY_HEAD_MAX:
+                    break  # a whole line of another shape
+                self._pos = pos  # the line is cut off by the end of what was received
+                self._fill()
+                buf, view, pos, end = self._buf, self._view, self._pos, self._end
+                continue
+            uid, raw_flags, size_item, announced = m.groups()  # copies: a fill may move the bytes
+            size = int(announced)
+            if size > limit:
+                break
+            start = m.end()
+            stop = start + size + 3
+            if stop > end:  # the literal is cut off: receive the rest of it
+                skip = start - pos
+                self._pos = pos
+                while self._end - self._pos < skip + size + 3:
+                    self._fill()
+                buf, view, pos, end = self._buf, self._view, self._pos, self._end
+                start = pos + skip
+                stop = start + size + 3
+            if not buf.startswith(b")\r\n", stop - 3):
+                break  # more items after the literal: the general parser's
+            if raw_flags is None:
+                flags = None
+            else:
+                flags = flag_cache.get(raw_flags)
+                if flags is None:
+                    flags = _flag_tuple(raw_flags)
+                    if flags is None:
+                        break
+                    if len(flag_cache) < 256:
+                        flag_cache[raw_flags] = flags
+            size_value = None if size_item is None else int(size_item)
+            append((int(uid), flags, size_value, view[start : stop - 3].tobytes()))
+            pos = stop
+        self._pos = pos
+        return out
+
     def leftover(self) -> bytes:
         return self._view[self._pos : self._end].tobytes()
+
+
+BodyRow = tuple[int, "tuple[str, ...] | None", "int | None", bytes]
+"""(uid, flags or None when not sent, RFC822.SIZE or None, the section's bytes)."""
+
+_BODY_HEAD_MAX = 8192  # a bulk-body response line is short; a longer one is not this shape
+
+
+_ABSENT = rb"((?!))?"  # a group that never takes part: the item was not asked for (None)
+
+
+def body_head(section: str, *, flags: bool, size: bool) -> re.Pattern[bytes]:
+    """The line before a bulk body: ``* n FETCH (UID u FLAGS (...) RFC822.SIZE s BODY[section] {n}``.
+
+    The items in the order asked (servers answer so; UID first), flags plain atoms only. Groups:
+    uid, flags, size, literal size. Anything else does not match and goes to the general parser.
+    """
+    return re.compile(
+        rb"\* \d{1,10} FETCH \(UID (\d{1,10})"
+        + (rb" FLAGS \(([^()\"{}\[\]\x00-\x1f\x7f]*)\)" if flags else _ABSENT)
+        + (rb" RFC822\.SIZE (\d{1,12})" if size else _ABSENT)
+        + rb" BODY\[" + re.escape(section.encode("ascii")) + rb"\] \{(\d{1,12})\}\r\n"
+    )
+
+
+def _flag_tuple(raw: bytes) -> tuple[str, ...] | None:
+    """A flag list's text as the general parser gives it, or None for what it would not (NIL)."""
+    flags = tuple(raw.decode("utf-8", "surrogateescape").split())
+    return None if "NIL" in flags else flags
 
 
 class Prefixed:
@@ -682,15 +793,23 @@ def parse_size_block(block: bytes) -> list[tuple[int, int, tuple[str, ...]]] | N
 
 def parse_fetch_block(block: bytes) -> list[dict[str, Any]]:
     """Whole lines of literal-free FETCH responses (``BulkReader.fetch_block``) -> item dicts."""
+    values = fetch_block_values(block)
+    if values is None:
+        return parse_fetch_batch([[line + b"\n"] for line in block.split(b"\n")[:-1]])
+    return _rows(values, [[]] * len(values))
+
+
+def fetch_block_values(block: bytes) -> list[Any] | None:
+    """``parse_fetch_block`` before the dicts: each response's item list as parsed
+    (``["UID", "5", "FLAGS", [...], ...]``, unchecked), or None where the bulk conversion does
+    not apply (``parse_fetch_block`` then reads the lines one by one)."""
     count = block.count(b"\n")
     try:
         text = _FETCH_HEAD.sub(b"\n", b"\n" + block).decode("utf-8", "surrogateescape")
         values = json.loads(_fetch_json(text), strict=False)
-        if len(values) != count:
-            raise ValueError("response count changed")
     except (ValueError, RecursionError):
-        return parse_fetch_batch([[line + b"\n"] for line in block.split(b"\n")[:-1]])
-    return _rows(values, [[]] * count)
+        return None
+    return values if type(values) is list and len(values) == count else None
 
 
 def _rows(values: list[Any], literals: list[list[Literal | Spooled]]) -> list[dict[str, Any]]:

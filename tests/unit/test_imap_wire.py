@@ -493,3 +493,361 @@ def test_pipelined_replies_may_interleave_and_complete_in_any_order(monkeypatch:
     assert sorted(r["UID"] for r in rows) == ["1", "2", "3"]
     assert next(r for r in rows if r["UID"] == "3")["BODY[]"] == b"c"
     assert fake.file.read() == b""  # both replies read, nothing left behind
+
+
+# --- the bulk-body reader (body_rows) and fetching one batch ahead --------------------------------
+
+_HEAD = _wire.body_head("", flags=True, size=True)
+_BODIES = [
+    b"Subject: a\r\n\r\n)\r\n* 2 FETCH (UID 9 BODY[] {3}\r\nT1 OK\r\n",  # looks like protocol: data
+    b"",
+    b"x" * 37,
+    "Grüße )\r\n".encode(),
+]
+_FLAGS = [b"\\Seen", b"", b"\\Seen $Work \\Answered", "$Ärger".encode()]
+
+
+def _body_stream() -> bytes:
+    out = b""
+    for i, (body, flags) in enumerate(zip(_BODIES, _FLAGS, strict=True)):
+        out += b"* %d FETCH (UID %d FLAGS (%s) RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n" % (
+            i + 1, 100 + i, flags, len(body), len(body), body,
+        )  # fmt: skip
+    return out + b"* 7 FETCH (UID 107 FLAGS (\\Deleted))\r\n* 8 EXISTS\r\n" + b"T1 OK done\r\nrest"
+
+
+def _general_rows(stream: bytes) -> list[tuple[int, Any, Any, Any]]:
+    """What the general reader and parser make of the same bytes (the fast path must agree)."""
+    source = io.BufferedReader(io.BytesIO(stream))  # type: ignore[arg-type]
+    rows = []
+    while True:
+        parts = _wire.read_response(source)
+        if parts[0].startswith(b"T1 "):
+            return rows
+        if b" FETCH (" in parts[0]:
+            msg = message_from_items(_wire.parse_fetch_batch([parts])[0], FetchSpec(body=True))
+            rows.append((msg.uid, msg.flags, msg.size, msg.body))
+
+
+def _drain_bodies(reader: _wire.BulkReader, limit: int = 1 << 20) -> tuple[list[Any], list[Any]]:
+    fast: list[Any] = []
+    other: list[Any] = []
+    while True:
+        rows = reader.body_rows(_HEAD, limit)
+        if rows:
+            fast.extend(rows)
+            continue
+        parts = reader.response()
+        if parts[0].startswith(b"T1 "):
+            return fast, other
+        other.append(parts)
+
+
+class _Split:
+    """Hands out the stream in two reads cut at ``at``, then one read per call of the rest."""
+
+    def __init__(self, data: bytes, at: int) -> None:
+        self._chunks = [data[:at], data[at:]] if at else [data]
+
+    def readinto1(self, buffer: Any) -> int:
+        while self._chunks and not self._chunks[0]:
+            self._chunks.pop(0)
+        if not self._chunks:
+            return 0
+        chunk = self._chunks[0]
+        n = min(len(buffer), len(chunk))
+        buffer[:n] = chunk[:n]
+        self._chunks[0] = chunk[n:]
+        return n
+
+
+def test_body_rows_agree_with_the_general_parser_at_every_split() -> None:
+    stream = _body_stream()
+    expected = _general_rows(stream)
+    assert [r[0] for r in expected] == [100, 101, 102, 103, 107]
+    for at in range(len(stream)):
+        reader = _wire.BulkReader(_Split(stream, at), size=128)  # small: grows and compacts
+        fast, other = _drain_bodies(reader)
+        assert fast == [r for r in expected if r[0] != 107], at  # byte for byte, flags decoded
+        assert [p[0][:12] for p in other] == [b"* 7 FETCH (U", b"* 8 EXISTS\r\n"], at
+        assert reader.leftover() == b"rest"[: len(reader.leftover())]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 64, 1 << 20])
+def test_body_rows_at_any_read_size(step: int) -> None:
+    fast, _other = _drain_bodies(_wire.BulkReader(_Drip(_body_stream(), step), size=64))
+    assert [row[3] for row in fast] == _BODIES
+    assert fast[2][1] == ("\\Seen", "$Work", "\\Answered") and fast[1][1] == ()
+
+
+def test_body_rows_without_flags_or_size_and_for_a_part() -> None:
+    head = _wire.body_head("1.2", flags=False, size=False)
+    reader = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 4 BODY[1.2] {2}\r\nhi)\r\nT1 OK\r\n", 5))
+    assert reader.body_rows(head, 100) == [(4, None, None, b"hi")]
+    other = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 4 BODY[1.3] {2}\r\nhi)\r\n", 5))
+    assert other.body_rows(head, 100) == []  # another section: not this shape
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"* 1 FETCH (UID 4 FLAGS (\\Seen) RFC822.SIZE 3 BODY[] {3}\r\nabc FLAGS (\\Seen))\r\n",  # items after
+        b"* 1 FETCH (UID 4 FLAGS (NIL) RFC822.SIZE 3 BODY[] {3}\r\nabc)\r\n",  # NIL is not a flag
+        b"* 1 FETCH (UID 4 FLAGS (\\Seen) RFC822.SIZE 3 BODY[] {3}\r\nabc) \r\n",  # not ")\r\n"
+        b'* 1 FETCH (UID 4 FLAGS ("q") RFC822.SIZE 3 BODY[] {3}\r\nabc)\r\n',  # quoted
+        b"* 1 fetch (uid 4 flags (\\Seen) rfc822.size 3 body[] {3}\r\nabc)\r\n",  # lower case
+        b"* 1 FETCH (RFC822.SIZE 3 UID 4 FLAGS (\\Seen) BODY[] {3}\r\nabc)\r\n",  # another order
+        b"* 1 FETCH (UID 4 FLAGS (\\Seen) RFC822.SIZE 3 BODY[] {9999999999999}\r\nabc)\r\n",  # 13 digits
+    ],
+)
+def test_body_rows_leave_every_other_shape_to_the_general_reader(response: bytes) -> None:
+    first = b"* 9 FETCH (UID 1 FLAGS () RFC822.SIZE 1 BODY[] {1}\r\nz)\r\n"
+    reader = _wire.BulkReader(_Drip(first + response + b"T1 OK\r\n", 7))
+    assert reader.body_rows(_HEAD, 1 << 20) == [(1, (), 1, b"z")]
+    assert reader.body_rows(_HEAD, 1 << 20) == []  # stopped at the response, nothing consumed
+    if b"9999999999999" in response:
+        with pytest.raises(ProtocolError):
+            reader.response()
+        return
+    parts = reader.response()
+    assert b"".join(p for p in parts if isinstance(p, bytes)).startswith(response.split(b"{")[0])
+    assert any(p == b"abc" for p in parts)
+
+
+def test_body_rows_stop_at_a_literal_over_the_limit() -> None:
+    reader = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 4 FLAGS () RFC822.SIZE 5 BODY[] {5}\r\nabcde)\r\n", 3))
+    assert reader.body_rows(_HEAD, 4) == []  # response() streams it to a file instead
+    assert reader.response()[1] == b"abcde"
+
+
+def test_body_rows_truncated_input_is_connection_lost() -> None:
+    stream = b"* 1 FETCH (UID 4 FLAGS () RFC822.SIZE 5 BODY[] {5}\r\nabcde)\r\n"
+    for cut in range(1, len(stream)):
+        with pytest.raises(ConnectionLost):
+            _wire.BulkReader(_Drip(stream[:cut], 4)).body_rows(_HEAD, 100)
+
+
+def test_body_rows_endless_head_line_is_bounded() -> None:
+    reader = _wire.BulkReader(_Drip(b"* 1 FETCH (UID 4 FLAGS (" + b"A" * 50_000, 1000), size=4096)
+    assert reader.body_rows(_HEAD, 100) == []  # not read to its end: the line reader refuses it
+    assert reader._end - reader._pos < 16_000
+
+
+class _Drained:
+    """imaplib's file (buffered) over a raw stream, and that stream's own ``readinto``."""
+
+    def __init__(self, data: bytes) -> None:
+        self.raw = io.BytesIO(data)
+        self.file = io.BufferedReader(self.raw, buffer_size=8192)  # type: ignore[arg-type]
+        self.recv_calls = 0
+
+    def recv(self, size: int, buffer: Any) -> int:
+        self.recv_calls += 1
+        return self.raw.readinto(buffer[:size])
+
+
+def test_reader_switches_to_the_socket_only_after_imaplib_buffer_is_empty() -> None:
+    stream = b"".join(
+        _reply(i, bytes([65 + i]) * 3000) for i in range(1, 40)
+    ) + b"T1 OK\r\n"
+    source = _Drained(b"* 1 EXISTS\r\n" + stream)
+    assert source.file.readline() == b"* 1 EXISTS\r\n"  # imaplib read ahead: 8 KB sit in its buffer
+    reader = _wire.BulkReader(source.file, size=70_000, recv=source.recv)
+    fast, _ = _drain_bodies(reader)
+    assert [row[3] for row in fast] == [bytes([65 + i]) * 3000 for i in range(1, 40)]  # nothing lost
+    assert source.recv_calls > 0
+
+
+def _ahead_session(monkeypatch: pytest.MonkeyPatch, replies: bytes) -> tuple[Any, _FakeIMAP]:
+    tags = iter([b"T1", b"T2", b"T3", b"T4"])
+    monkeypatch.setattr(_wire, "new_tag", lambda: next(tags))
+    monkeypatch.setattr("mailkit.imap._session.PIPELINE_DATA", 2)  # two commands per batch
+    fake = _FakeIMAP(replies)
+    return _session(fake), fake
+
+
+def _reply(uid: int, body: bytes) -> bytes:
+    return b"* %d FETCH (UID %d FLAGS () RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n" % (
+        uid, uid, len(body), len(body), body,
+    )  # fmt: skip
+
+
+_AHEAD = (
+    _reply(1, b"one") + _reply(2, b"two") + b"T1 OK done\r\n" + _reply(3, b"three") + b"T2 OK done\r\n"
+    + _reply(4, b"four") + _reply(5, b"five") + b"T3 OK done\r\n" + _reply(6, b"six") + b"T4 OK done\r\n"
+    + b"* 9 EXPUNGE\r\n"
+)  # fmt: skip
+
+
+def test_fetch_sends_the_next_batch_before_reading_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    session, fake = _ahead_session(monkeypatch, _AHEAD)
+    spec = FetchSpec(body=True)
+    first = session.fetch([1, 2, 3], spec, then=[4, 5, 6])
+    assert [(m.uid, m.body, m.flags, m.size) for m in first] == [
+        (1, b"one", (), 3), (2, b"two", (), 3), (3, b"three", (), 5),
+    ]  # fmt: skip
+    general = {"UID": "1", "FLAGS": [], "RFC822.SIZE": "3", "BODY[]": b"one"}
+    assert first[0] == message_from_items(general, spec)
+    items = b" (UID FLAGS RFC822.SIZE BODY.PEEK[])\r\n"
+    assert fake.sent == [
+        b"T1 UID FETCH 1:2" + items + b"T2 UID FETCH 3" + items,
+        b"T3 UID FETCH 4:5" + items + b"T4 UID FETCH 6" + items,
+    ]  # the second batch went out before the first was read
+    assert not isinstance(fake.file, _wire.Prefixed)  # still ours: a batch is in flight
+    second = session.fetch([4, 5, 6], spec)
+    assert [m.body for m in second] == [b"four", b"five", b"six"] and len(fake.sent) == 2  # nothing resent
+    assert isinstance(fake.file, _wire.Prefixed) and fake.file.readline(100) == b"* 9 EXPUNGE\r\n"
+    assert not session.broken
+
+
+def test_any_other_command_first_reads_the_batch_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    session, fake = _ahead_session(monkeypatch, _AHEAD)
+    spec = FetchSpec(body=True)
+    session.fetch([1, 2, 3], spec, then=[4, 5, 6])
+    assert session.client is not None  # what every imapclient command goes through
+    assert isinstance(fake.file, _wire.Prefixed) and fake.file.readline(100) == b"* 9 EXPUNGE\r\n"
+    assert [m.body for m in session.fetch([4, 5, 6], spec)] == [b"four", b"five", b"six"]  # kept for it
+    assert len(fake.sent) == 2
+
+
+def test_a_batch_in_flight_that_nobody_asks_for_is_dropped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    big = b"B" * 100
+    replies = _AHEAD.replace(_reply(4, b"four"), _reply(4, big))
+    session, _fake = _ahead_session(monkeypatch, replies)
+    spec = FetchSpec(body=True)
+    session.fetch([1, 2, 3], spec, then=[4, 5, 6], spool_dir=str(tmp_path), stream_over=50)
+    assert session.client is not None  # read off now; the big body went to a file
+    assert len(list(tmp_path.iterdir())) == 1
+    session.drop_ahead()
+    assert list(tmp_path.iterdir()) == []  # nobody will take it: its file is gone too
+    assert session._ahead is None and not session.broken
+
+
+def test_a_different_next_batch_drops_the_one_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies = _AHEAD[: _AHEAD.index(b"* 9 EXPUNGE")] + _reply(7, b"seven") + b"T5 OK done\r\n"
+    tags = iter([b"T1", b"T2", b"T3", b"T4", b"T5"])
+    monkeypatch.setattr(_wire, "new_tag", lambda: next(tags))
+    monkeypatch.setattr("mailkit.imap._session.PIPELINE_DATA", 2)
+    fake = _FakeIMAP(replies)
+    session = _session(fake)
+    spec = FetchSpec(body=True)
+    session.fetch([1, 2, 3], spec, then=[4, 5, 6])
+    assert [m.body for m in session.fetch([7], spec)] == [b"seven"]
+    assert fake.sent[-1] == b"T5 UID FETCH 7 (UID FLAGS RFC822.SIZE BODY.PEEK[])\r\n"
+    assert fake.file.read() == b""
+
+
+def test_a_refused_batch_in_flight_is_raised_when_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies = _AHEAD.replace(_reply(4, b"four") + _reply(5, b"five") + b"T3 OK", b"T3 NO [UNAVAILABLE]")
+    session, _fake = _ahead_session(monkeypatch, replies)
+    spec = FetchSpec(body=True)
+    assert len(session.fetch([1, 2, 3], spec, then=[4, 5, 6])) == 3
+    with pytest.raises(TransientError):
+        session.fetch([4, 5, 6], spec)
+    assert not session.broken  # the stream is in step
+
+
+def test_garbage_in_the_batch_in_flight_closes_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    replies = _AHEAD.replace(_reply(4, b"four"), b"* 4 FETCH (UID 4 FLAGS (\\Seen)))\r\n")
+    session, _fake = _ahead_session(monkeypatch, replies)
+    spec = FetchSpec(body=True)
+    session.fetch([1, 2, 3], spec, then=[4, 5, 6])
+    with pytest.raises(ProtocolError):
+        session.fetch([4, 5, 6], spec)
+    assert session.broken and session._ahead is None
+
+
+def test_bulk_built_messages_are_the_same_values() -> None:
+    from mailkit.imap._types import Message
+
+    fast = Message._of_body(5, ("\\Seen",), 3, b"abc")
+    slow = Message(5, ("\\Seen",), 3, body=b"abc")
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    env = [None, "s", None, None, None, None, None, None, None, "<id>"]
+    full = Message._of_fields(7, None, None, None, env, b"H: v\r\n\r\n", None, "/p", None, 9)
+    assert full == Message(7, headers=b"H: v\r\n\r\n", body_path="/p", raw_envelope=env, modseq=9)
+    assert full.envelope is not None and full.envelope.subject == "s"  # cached_property still works
+    with pytest.raises(AttributeError):
+        fast.uid = 6  # type: ignore[misc]  # still frozen
+
+
+def test_fetch_of_bodies_with_other_items_and_of_a_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = b'("d" "subj" NIL NIL NIL NIL NIL NIL NIL "<i>")'
+    replies = (
+        b"* 1 FETCH (UID 1 FLAGS (\\Seen) RFC822.SIZE 3 ENVELOPE %s BODY[] {3}\r\nabc)\r\n" % env
+        + b"* 2 FETCH (UID 2 FLAGS () RFC822.SIZE 2 ENVELOPE %s BODY[] {2}\r\nde)\r\n" % env
+        + b"T1 OK done\r\n"
+        + b"* 1 FETCH (UID 1 FLAGS (\\Seen) ENVELOPE %s)\r\n" % env
+        + b"* 2 FETCH (UID 2 FLAGS () ENVELOPE %s)\r\n" % env
+        + b"T2 OK done\r\n"
+    )
+    session, fake = _ahead_session(monkeypatch, replies)
+    both = session.fetch([1, 2], FetchSpec(body=True, envelope=True))
+    assert [(m.uid, m.body, m.flags) for m in both] == [(1, b"abc", ("\\Seen",)), (2, b"de", ())]
+    assert both[0].envelope is not None and both[0].envelope.subject == "subj"
+    listing = session.fetch([1, 2], FetchSpec(envelope=True, size=False))
+    assert [m.envelope.subject for m in listing if m.envelope] == ["subj", "subj"]
+    assert [m.body for m in listing] == [None, None]
+    assert isinstance(fake.file, _wire.Prefixed) and not session.broken
+
+
+def test_pipelined_try_later_refusal_keeps_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    tags = iter([b"T1", b"T2"])
+    monkeypatch.setattr(_wire, "new_tag", lambda: next(tags))
+    fake = _FakeIMAP(b"T1 NO [UNAVAILABLE] busy\r\n* 2 FETCH (UID 2)\r\nT2 OK done\r\n")
+    session = _session(fake)
+    with pytest.raises(TransientError):
+        session.uid_fetch_many([b"1", b"2"], b"(UID)")
+    assert not session.broken and fake.file.read() == b""  # every reply read: still in step
+
+
+def test_fetch_plan_sizes_only_the_messages_that_could_overflow_a_batch() -> None:
+    from mailkit.imap.client import _fetch_plan
+
+    sizes = {uid: 100 for uid in range(1, 21)} | {7: 5_000, 8: 9_000}
+
+    class _Sizer:
+        def __init__(self) -> None:
+            self.searched: list[bytes] = []
+            self.sized: list[bytes] = []
+
+        def search(self, query: Any) -> list[int]:
+            self.searched.append(b" ".join(t for t in query.tokens if isinstance(t, bytes)))
+            bound = int(query.tokens[-1])
+            return [uid for uid, n in sizes.items() if n > bound]
+
+        def sizes(self, sets: list[bytes]) -> list[tuple[int, int, tuple[str, ...]]]:
+            self.sized.extend(sets)
+            return [(uid, sizes[uid], ()) for s in sets for uid in _wire.parse_sequence_set(s)]
+
+    sizer = _Sizer()
+    groups = _fetch_plan(sizer, list(range(1, 21)), 4, 10_000)  # type: ignore[arg-type]
+    assert len(sizer.searched) == 1 and sizer.searched[0].endswith(b"LARGER 2500")
+    assert sizer.sized == [b"7:8"]  # the small ones are never asked for their size
+    assert [uid for group in groups for uid in group] == list(range(1, 21))
+    assert all(len(group) <= 4 for group in groups)
+    assert not any(7 in group and 8 in group for group in groups)  # together: over 10,000 bytes
+    # every group fits, counting each small message at the bound (2,500) it is known to be under
+    assert all(sum(sizes[u] if u in (7, 8) else 2_500 for u in group) <= 10_000 for group in groups)
+
+
+def test_listing_shortcut_makes_the_same_messages_as_the_general_conversion() -> None:
+    from mailkit.imap._session import _listing_messages
+
+    block = (
+        b'* 1 FETCH (UID 4 FLAGS (\\Seen $x) RFC822.SIZE 120 ENVELOPE ("d" "s \\"q\\"" '
+        b'(("A" NIL "a" "h")) NIL NIL NIL NIL NIL NIL "<i>"))\r\n'
+        b"* 2 FETCH (UID 5 FLAGS () RFC822.SIZE 7 ENVELOPE (NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL))\r\n"
+    )
+    values = _wire.fetch_block_values(block)
+    assert values is not None
+    fast = _listing_messages(values)
+    spec = FetchSpec(envelope=True)
+    general = [message_from_items(row, spec) for row in _wire.parse_fetch_block(block)]
+    assert fast is not None and fast == general
+    assert [m.raw_envelope for m in fast] == [m.raw_envelope for m in general]  # not in ==
+    assert fast[0].envelope is not None and fast[0].envelope.from_[0].email == "a@h"
+    other = _wire.fetch_block_values(b"* 1 FETCH (FLAGS () UID 4 RFC822.SIZE 1 ENVELOPE (NIL))\r\n")
+    assert other is not None and _listing_messages(other) is None  # another order: the general path
