@@ -6,10 +6,12 @@ Callers check the user, password and token for CR/LF/NUL before (``check_line_sa
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Container
 
 __all__ = [
     "OAUTH_MECHANISMS",
+    "b64",
     "choose_oauth",
     "oauth_error_answer",
     "oauthbearer",
@@ -50,3 +52,8 @@ def oauth_error_answer(mechanism: str) -> bytes:
 def choose_oauth(offered: Container[str]) -> str | None:
     """The OAuth2 mechanism to use among those ``offered`` (upper-case names), or None."""
     return next((m for m in OAUTH_MECHANISMS if m in offered), None)
+
+
+def b64(payload: bytes) -> str:
+    """A payload as the base64 text that goes on a protocol line."""
+    return base64.b64encode(payload).decode("ascii")

@@ -27,6 +27,7 @@ from typing import IO, Any, TypeVar
 from imapclient import IMAPClient, SocketTimeout
 from imapclient import exceptions as imap_errors
 
+from .. import _sasl
 from .._log import log_received, log_sent
 from ..config import Endpoint, OAuth2, Password, Security, check_line_safe
 from ..errors import (
@@ -234,10 +235,6 @@ def _as_bytes(value: Any) -> bytes | None:
     return value if isinstance(value, bytes) else bytes(value)  # a Literal is bytes: no copy
 
 
-# OAuth2 mechanisms in order of preference when the server offers both: OAUTHBEARER is the
-# standard (RFC 7628), XOAUTH2 the older Google form it replaces.
-OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
-
 
 class Session:
     """One authenticated IMAP connection. Not thread-safe: one worker thread drives it."""
@@ -326,7 +323,8 @@ class Session:
         caps = {_s(c).upper() for c in client.capabilities()}
         log_sent(log, f"AUTHENTICATE as {self._user}")
         if isinstance(creds, OAuth2):
-            mechanism = next((m for m in OAUTH_MECHANISMS if f"AUTH={m}" in caps), None)
+            offered = {c.removeprefix("AUTH=") for c in caps if c.startswith("AUTH=")}
+            mechanism = _sasl.choose_oauth(offered)
             if mechanism is None:
                 raise AuthenticationError("the IMAP server offers neither OAUTHBEARER nor XOAUTH2")
             self._oauth2_login(client, mechanism, self._token or "")
@@ -355,14 +353,10 @@ class Session:
         # (a JSON status, RFC 7628 3.2.2) with the token again. The answer must be %x01 for
         # OAUTHBEARER and empty for XOAUTH2; the server then ends the exchange with NO.
         if mechanism == "OAUTHBEARER":
-            gs2 = "n,a=" + self._user.replace("=", "=3D").replace(",", "=2C") + ","
-            host, port = self.endpoint.host, self.endpoint.port
-            first = f"{gs2}\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01".encode()
-            after_error = b"\x01"
+            first = _sasl.oauthbearer(self._user, token, self.endpoint.host, self.endpoint.port)
         else:
-            first = f"user={self._user}\x01auth=Bearer {token}\x01\x01".encode()
-            after_error = b""
-        answers = iter((first, after_error))
+            first = _sasl.xoauth2(self._user, token)
+        answers = iter((first, _sasl.oauth_error_answer(mechanism)))
 
         def respond(_challenge: bytes) -> bytes | None:
             return next(answers, None)  # None: imaplib cancels ("*") a server that keeps asking

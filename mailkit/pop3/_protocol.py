@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .. import _sasl
 from ..config import check_line_safe
 from ..errors import ConfigError, ConnectionLost, ProtocolError, Reply
 
@@ -34,9 +35,6 @@ __all__ = [
     "parse_stat",
     "parse_uidl_listing",
     "sasl_login",
-    "sasl_oauthbearer",
-    "sasl_plain",
-    "sasl_xoauth2",
     "unstuff",
 ]
 
@@ -646,26 +644,10 @@ def apop_digest(greeting: str, password: str) -> str | None:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def sasl_plain(user: str, password: str) -> str:
-    return _b64(b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8"))
-
-
 def sasl_login(user: str, password: str, challenge: bytes) -> str:
     """LOGIN answers 'Username:' then 'Password:' (servers vary: anything else is the password)."""
     if b"user" in challenge.lower():
-        return _b64(user.encode("utf-8"))
-    return _b64(password.encode("utf-8"))
+        return _sasl.b64(user.encode("utf-8"))
+    return _sasl.b64(password.encode("utf-8"))
 
 
-def sasl_xoauth2(user: str, token: str) -> str:
-    return _b64(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
-
-
-def sasl_oauthbearer(user: str, token: str) -> str:
-    # RFC 5801 saslname: "=" and "," in the authorization identity are escaped.
-    authzid = user.replace("=", "=3D").replace(",", "=2C")
-    return _b64(f"n,a={authzid},\x01auth=Bearer {token}\x01\x01".encode())

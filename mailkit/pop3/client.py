@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from .. import _sasl
 from .._log import log_sent
 from .._net import Stream, open_stream, start_tls
 from ..config import Credentials, Endpoint, OAuth2, Password, Security, Timeouts
@@ -46,9 +47,6 @@ from ._protocol import (
     parse_stat,
     parse_uidl_listing,
     sasl_login,
-    sasl_oauthbearer,
-    sasl_plain,
-    sasl_xoauth2,
 )
 
 __all__ = ["MECHANISMS", "POP3Client"]
@@ -60,7 +58,6 @@ T = TypeVar("T")
 MECHANISMS = ("PLAIN", "LOGIN", "USER", "APOP", "XOAUTH2", "OAUTHBEARER")
 # OAuth2 mechanisms in order of preference when the server offers both: OAUTHBEARER is the
 # standard (RFC 7628), XOAUTH2 the older Google form it replaces (as for IMAP and SMTP).
-OAUTH_MECHANISMS = ("OAUTHBEARER", "XOAUTH2")
 _READ_SIZE = 256 * 1024
 
 
@@ -161,12 +158,16 @@ class POP3Client:
             if mech not in ("XOAUTH2", "OAUTHBEARER"):
                 raise ConfigError(f"OAuth2 credentials need XOAUTH2 or OAUTHBEARER, not {mech}")
             token = await credentials.token()
-            make = sasl_xoauth2 if mech == "XOAUTH2" else sasl_oauthbearer
-            response = await self._sasl(mech, make(credentials.user, token))
+            if mech == "XOAUTH2":
+                payload = _sasl.xoauth2(credentials.user, token)
+            else:
+                payload = _sasl.oauthbearer(credentials.user, token, self.endpoint.host, self.endpoint.port)
+            response = await self._sasl(mech, _sasl.b64(payload))
         elif mech in ("XOAUTH2", "OAUTHBEARER"):
             raise ConfigError(f"{mech} needs oauth2 credentials")
         elif mech == "PLAIN":
-            response = await self._sasl("PLAIN", sasl_plain(credentials.user, credentials.password))
+            payload = _sasl.plain(credentials.user, credentials.password)
+            response = await self._sasl("PLAIN", _sasl.b64(payload))
         elif mech == "LOGIN":
             response = await self._sasl_login(credentials)
         elif mech == "APOP":
@@ -191,7 +192,7 @@ class POP3Client:
         sasl = self.capabilities.sasl
         if isinstance(credentials, OAuth2):
             # Neither listed: XOAUTH2, which servers that leave SASL out of CAPA tend to take.
-            return next((m for m in OAUTH_MECHANISMS if m in sasl), "XOAUTH2")
+            return _sasl.choose_oauth(sasl) or "XOAUTH2"
         if "PLAIN" in sasl:
             return "PLAIN"
         if "USER" in self.capabilities or not sasl:
@@ -206,7 +207,7 @@ class POP3Client:
         # that ends the exchange: %x01 for OAUTHBEARER (RFC 7628), empty otherwise. A server
         # that keeps challenging gets "*" (cancel) instead of an endless exchange.
         event = await self._event(Command("AUTH", (mech, initial)))
-        answers = iter(("AQ==" if mech == "OAUTHBEARER" else "", "*"))
+        answers = iter((_sasl.b64(_sasl.oauth_error_answer(mech)), "*"))
         while isinstance(event, Continuation):
             answer = next(answers, None)
             if answer is None:

@@ -107,11 +107,11 @@ def only(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
     """only("XOAUTH2"): mailkit's preference order, for all three protocols, is that mechanism alone."""
 
     def force(mechanism: str) -> None:
-        # the shared preference order (and any protocol module still keeping its own copy)
-        for module in (_sasl, imap_session, pop3_client, smtp_session):
-            if hasattr(module, "OAUTH_MECHANISMS"):
-                assert module.OAUTH_MECHANISMS == MECHANISMS  # the documented default
-                monkeypatch.setattr(module, "OAUTH_MECHANISMS", (mechanism,))
+        # one preference order, shared by the three protocols
+        assert _sasl.OAUTH_MECHANISMS == MECHANISMS  # the documented default
+        for module in (imap_session, pop3_client, smtp_session):
+            assert not hasattr(module, "OAUTH_MECHANISMS"), f"{module.__name__} keeps its own order"
+        monkeypatch.setattr(_sasl, "OAUTH_MECHANISMS", (mechanism,))
 
     return force
 
