@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..config import OAuth2, Password, Protocol, Security
+from ..config import Endpoint, OAuth2, Password, Protocol, Security
 from ..errors import MailkitError
 from ._protocol import Capabilities, Command, Limits, Response
 from ._state import UIDLState
@@ -56,8 +56,10 @@ class AsyncPOP3:
 
     async def connect(self) -> POP3Client:
         """A connected, logged-in client; the caller ends it with ``quit()`` or ``close()``."""
+        return await self._account.connect_with(Protocol.POP3, self._connect_to)
+
+    async def _connect_to(self, endpoint: Endpoint) -> POP3Client:
         settings = self._account.settings
-        endpoint = await self._account.endpoint(Protocol.POP3)
         # Plaintext endpoints need no context (building one loads the CA bundle).
         insecure = endpoint.security is Security.INSECURE
         client = POP3Client(
@@ -125,12 +127,12 @@ class AsyncPOP3:
             from ..errors import ConfigError
 
             raise ConfigError("keep=True needs state= (a file remembering what was downloaded)")
-        endpoint = await self._account.endpoint(Protocol.POP3)
-        # The maildrop is the user on the host, whichever port or security reaches it.
-        key = f"{self._account.settings.login_user(endpoint)}@{endpoint.host}"
-        uidl_state = UIDLState(":memory:" if state_path is None else state_path, key)
+        client = await self.connect()
         try:
-            client = await self.connect()
+            # The maildrop is the user on the host, whichever port or security reaches it.
+            endpoint = client.endpoint
+            key = f"{self._account.settings.login_user(endpoint)}@{endpoint.host}"
+            uidl_state = UIDLState(":memory:" if state_path is None else state_path, key)
             try:
                 return await download(
                     client,
@@ -143,9 +145,9 @@ class AsyncPOP3:
                     progress=progress,
                 )
             finally:
-                await client.close()  # no-op after QUIT; without QUIT nothing is deleted
+                uidl_state.close()
         finally:
-            uidl_state.close()
+            await client.close()  # no-op after QUIT; without QUIT nothing is deleted
 
 
 class _AsyncSession:
