@@ -19,7 +19,7 @@ import re
 import socket
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, TypeVar
@@ -455,11 +455,15 @@ class Session:
         rows = self._run("LSUB", lambda: self.client.list_sub_folders())
         return [Folder(_s(name), _nstr(delim), _flags(flags)) for flags, delim, name in rows]
 
-    def status(self, name: str) -> FolderStatus:
+    def status(self, name: str, items: Sequence[str] | None = None) -> FolderStatus:
+        """STATUS of ``name`` (``items``: the STATUS items to ask; default all that we know)."""
         check_mailbox_name(name)
-        what = ["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
-        if self.has("CONDSTORE"):
-            what.append("HIGHESTMODSEQ")
+        if items is not None:
+            what = list(items)
+        else:
+            what = ["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]
+            if self.has("CONDSTORE"):
+                what.append("HIGHESTMODSEQ")
         data = self._run(f"STATUS {name!r}", lambda: self.client.folder_status(name, what))
         values = {_s(k).upper(): int(v) for k, v in data.items()}
         return FolderStatus(

@@ -1,8 +1,11 @@
 """Working out what changed in a mailbox since the state was saved (runs on the worker thread).
 
 Rule: the cheapest check that is still exact. With CONDSTORE/QRESYNC an unchanged mailbox costs
-one EXAMINE (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and EXISTS all equal to the saved ones); a
-changed one a ``UID FETCH 1:* (FLAGS) (CHANGEDSINCE m VANISHED)``. Without them: a full UID/flags
+one command whose UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and message count all equal the saved ones:
+STATUS when the mailbox is not the selected one (it answers from the index header, without
+opening the mailbox: ~0.1 ms even at 100,000 messages, where opening it costs ~100 ms), else
+EXAMINE (RFC 3501 keeps STATUS off the selected mailbox). A changed one costs a
+``UID FETCH 1:* (FLAGS) (CHANGEDSINCE m VANISHED)``. Without them: a full UID/flags
 comparison. A UIDVALIDITY change makes every saved UID meaningless: the plan says "reset".
 """
 
@@ -15,7 +18,7 @@ from typing import Any
 from . import _wire
 from ._session import Session, _flags
 from ._types import Mailbox
-from .state import SyncState
+from .state import MailboxState, SyncState
 
 __all__ = ["Plan", "batches", "make_plan"]
 
@@ -44,8 +47,11 @@ def stable_flags(flags: Iterable[Any]) -> tuple[str, ...]:
 
 
 def make_plan(session: Session, state: SyncState, name: str) -> Plan:
-    mb = session.select(name, readonly=True)
     saved = state.mailbox(name)
+    unchanged = _unchanged_by_status(session, saved, name)
+    if unchanged is not None:
+        return Plan(unchanged, mode="unchanged")
+    mb = session.select(name, readonly=True)
     if saved is None or saved.uidvalidity != mb.uidvalidity:
         # First run, or every saved UID names another message now: everything is new. (The
         # caller records the new UIDVALIDITY before handing out anything, so a run that dies
@@ -58,6 +64,26 @@ def make_plan(session: Session, state: SyncState, name: str) -> Plan:
     if mb.highestmodseq is not None and saved.highestmodseq is not None and saved.uidnext:
         return _plan_condstore(session, state, mb, saved.highestmodseq, saved.uidnext, saved.messages)
     return _plan_full(session, state, mb)
+
+
+_STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "HIGHESTMODSEQ")
+
+
+def _unchanged_by_status(session: Session, saved: MailboxState | None, name: str) -> Mailbox | None:
+    """The saved mailbox if one STATUS shows nothing changed; None when that cannot be told so."""
+    if saved is None or saved.highestmodseq is None or saved.uidnext is None or saved.messages is None:
+        return None
+    if not session.has("CONDSTORE") or (session.selected is not None and session.selected.name == name):
+        return None
+    now = session.status(name, _STATUS_ITEMS)
+    if (now.uidvalidity, now.uidnext, now.highestmodseq, now.messages) != (
+        saved.uidvalidity, saved.uidnext, saved.highestmodseq, saved.messages
+    ):
+        return None
+    return Mailbox(
+        name=name, exists=saved.messages, uidvalidity=saved.uidvalidity, uidnext=saved.uidnext,
+        highestmodseq=saved.highestmodseq, flags=(), permanent_flags=(), read_only=True,
+    )  # fmt: skip
 
 
 def _plan_condstore(

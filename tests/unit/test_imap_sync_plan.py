@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailkit.imap import SyncState
-from mailkit.imap._types import Mailbox
+from mailkit.imap._types import FolderStatus, Mailbox
 from mailkit.imap.sync import make_plan
 
 
@@ -21,16 +21,27 @@ class FakeSession:
         self.changed_since: dict[int, int] = {}  # uid -> modseq of its last change
         self.vanished_since: dict[int, int] = {}
         self.calls: list[str] = []
+        self.selected: Mailbox | None = None
 
     def has(self, cap: str) -> bool:
         return cap in self.caps
 
     def select(self, name: str, *, readonly: bool = False) -> Mailbox:
         self.calls.append("SELECT")
-        return Mailbox(
-            name, len(self.messages), self.uidvalidity, max(self.messages, default=0) + 1,
-            self.modseq, (), (), readonly,
+        self.selected = Mailbox(
+            name, len(self.messages), self.uidvalidity, self._uidnext(), self.modseq, (), (), readonly
+        )
+        return self.selected
+
+    def status(self, name: str, items: Any = None) -> FolderStatus:
+        self.calls.append("STATUS")
+        return FolderStatus(
+            name, messages=len(self.messages), uidnext=self._uidnext(), uidvalidity=self.uidvalidity,
+            highestmodseq=self.modseq if "CONDSTORE" in self.caps else None,
         )  # fmt: skip
+
+    def _uidnext(self) -> int:
+        return max([*self.messages, *self.vanished_since], default=0) + 1
 
     def _set(self, uid_set: bytes) -> list[int]:
         low, _, high = uid_set.partition(b":")
@@ -134,3 +145,42 @@ def test_n_star_quirk_does_not_invent_new_messages() -> None:
     session.changed_since[2] = 11
     plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
     assert plan.new == [] and plan.flags == [(2, ("\\Seen",))]
+
+
+def test_unchanged_without_a_selected_mailbox_is_one_status_and_no_select() -> None:
+    # A new connection: STATUS answers from the index header; SELECT would open the mailbox.
+    session = FakeSession({1: (), 2: (), 3: (), 4: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
+    state = SyncState(None).open()
+    _baseline(session, state)
+    session.selected = None
+    session.calls.clear()
+    plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
+    assert plan.empty and plan.mode == "unchanged" and session.calls == ["STATUS"]
+    assert plan.mailbox.uidvalidity == 7 and plan.mailbox.highestmodseq == 10
+    _mutate(session)
+    session.calls.clear()
+    plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
+    assert session.calls[:2] == ["STATUS", "SELECT"] and plan.mode == "condstore"
+    assert plan.vanished == [3] and plan.flags == [(2, ("\\Seen",))] and [r[0] for r in plan.new] == [5]
+
+
+def test_a_uidvalidity_change_seen_by_status_still_plans_a_reset() -> None:
+    session = FakeSession({1: (), 2: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
+    state = SyncState(None).open()
+    _baseline(session, state)
+    session.selected = None
+    session.uidvalidity = 8  # same counts, same modseq: only UIDVALIDITY tells
+    plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
+    assert plan.reset_from == 7 and session.calls[-2:] == ["SELECT", "SIZES"]
+
+
+def test_status_is_never_used_on_the_selected_mailbox_or_without_condstore() -> None:
+    for caps, deselect in (({"CONDSTORE"}, False), (set(), True)):
+        session = FakeSession({1: (), 2: ()}, caps=caps, modseq=10 if caps else None)
+        state = SyncState(None).open()
+        _baseline(session, state)
+        if deselect:
+            session.selected = None
+        session.calls.clear()
+        make_plan(session, state, "INBOX")  # type: ignore[arg-type]
+        assert "STATUS" not in session.calls and session.calls[0] == "SELECT"
