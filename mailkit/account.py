@@ -32,7 +32,6 @@ from .config import (
     TokenProvider,
     check_line_safe,
 )
-from .discovery.profile import Profile
 from .errors import ConfigError, ConnectError, ConnectionLost, MailkitError, SecurityError
 from .errors import TimeoutError as MailkitTimeoutError
 from .tls import InsecureWarning, create_ssl_context
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
     from email.message import EmailMessage
 
+    from .discovery.profile import Profile
     from .imap import IMAP, AsyncIMAP
     from .pop3 import POP3, AsyncPOP3
     from .smtp import SendResult

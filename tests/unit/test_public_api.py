@@ -19,3 +19,18 @@ def test_interface_names_are_exported():
 
 def test_package_is_marked_typed():
     assert (Path(mailkit.__file__).parent / "py.typed").is_file()
+
+
+def test_import_leaves_discovery_and_smtp_dependencies_unloaded_until_used():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mailkit\n"
+        "print('dns' in sys.modules, 'aiosmtplib' in sys.modules)\n"
+        "mailkit.discover, mailkit.SendResult\n"
+        "print('dns' in sys.modules, 'aiosmtplib' in sys.modules)\n"
+        "print(all(getattr(mailkit, n) is not None for n in mailkit.__all__))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False", "True", "True", "True"]
