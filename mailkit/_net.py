@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .config import Endpoint, Security
 from .errors import ConfigError, SecurityError, translating_os_errors
 
-__all__ = ["Stream", "abort_transport", "open_stream", "start_tls"]
+__all__ = ["Stream", "abort_transport", "open_stream", "pending_plaintext", "start_tls"]
 
 
 def abort_transport(transport: asyncio.BaseTransport) -> None:

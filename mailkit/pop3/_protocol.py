@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 from collections import deque
 from collections.abc import Iterable
@@ -177,9 +178,12 @@ class _NeedData:
 
 
 NEED_DATA = _NeedData()
-_PART = 256 * 1024  # a body in progress moves out of the buffer in parts of this size or more
+_PART = 256 * 1024  # a body leaves the buffer once this much of it is there (a small one never does)
 _DIRECT = 8 * 1024  # chunks this big, arriving in the middle of a body, are scanned in place
 Event = Response | Continuation | BodyChunk | _NeedData
+# A line starting with '.': the regex engine finds this two-byte literal faster than bytes.find
+# (whose skip table gains little with a two-byte needle), and a body is searched once per message.
+_LINE_DOT = re.compile(rb"\n\.")
 
 
 def unstuff(raw: bytes) -> bytes:
@@ -263,7 +267,10 @@ class POP3Core:
         # Multi-line response in progress: (command, ok text, body start, where to search next).
         self._body: tuple[Command, str, int] | None = None
         self._scan = 0
-        self._parts: list[bytes | memoryview] = []
+        # The body moved out of the buffer so far. Written as it arrives, not joined at the end:
+        # the copy is spread over the transfer (while the server still sends) and getvalue()
+        # hands the grown buffer over without copying it again.
+        self._parts = io.BytesIO()
         self._parts_size = 0
         self._stuffed = False
         self._ready: memoryview | None = None  # what followed a body end found by _body_chunk
@@ -309,7 +316,7 @@ class POP3Core:
             self._eof = True
         elif self._streamer is not None and not self._buffer and not self._streamer.done:
             self._stream_in.append(data)  # passed on as it is, not copied into the buffer
-        elif self._parts and self._ready is None and len(self._buffer) <= 3 and len(data) >= _DIRECT:
+        elif self._parts_size and self._ready is None and len(self._buffer) <= 3 and len(data) >= _DIRECT:
             self._body_chunk(data)
         else:
             self._buffer += data
@@ -362,9 +369,9 @@ class POP3Core:
             self._add_part(view[: at + 1])
             self._ready = view[at + length :]
 
-    def _add_part(self, part: bytes | memoryview) -> None:
+    def _add_part(self, part: bytes | bytearray | memoryview) -> None:
         if len(part):
-            self._parts.append(part)
+            self._parts.write(part)
             self._parts_size += len(part)
 
     def receive_eof(self) -> None:
@@ -404,7 +411,8 @@ class POP3Core:
             if not command.stream:
                 # The common case, in one search and one copy: the whole body is here and none of
                 # its lines starts with '.', so the first "\n." is the terminator.
-                first = buf.find(b"\n.")
+                match = _LINE_DOT.search(buf)
+                first = match.start() if match is not None else -1
                 if first >= 0 and buf[first + 2 : first + 4] == b"\r\n" and buf[:1] != b".":
                     limit = self.limits.max_message if command.is_body else self.limits.max_response
                     if first > limit:
@@ -451,7 +459,7 @@ class POP3Core:
             buf[:0] = self._ready
             self._ready = None
             return self._finish(command, text, self._joined())
-        if not self._parts and (buf[:3] == b".\r\n" or buf[:2] == b".\n"):
+        if not self._parts_size and (buf[:3] == b".\r\n" or buf[:2] == b".\n"):
             # Empty body: the terminator is the first line.
             del buf[: 3 if buf[1:2] == b"\r" else 2]
             return self._finish(command, text, b"")
@@ -461,7 +469,7 @@ class POP3Core:
         while found >= 0:
             after = buf[found + 2 : found + 4]
             if after[:1] == b"\n" or after == b"\r\n":
-                self._parts.append(bytes(buf[: found + 1]))
+                self._add_part(buf[: found + 1])
                 del buf[: found + (3 if after[:1] == b"\n" else 4)]
                 return self._finish(command, text, self._joined())
             if len(after) < 2 and (after == b"\r" or not after):
@@ -471,13 +479,12 @@ class POP3Core:
         limit = self.limits.max_message if command.is_body else self.limits.max_response
         if self._parts_size + len(buf) > limit + 5:
             raise ProtocolError(f"POP3 response to {command} is larger than {limit} bytes")
-        if len(buf) > _PART:
+        if len(buf) > _PART or (self._parts_size and len(buf) > 3):
             # Move all but the last bytes (a terminator may be starting there) out of the
-            # buffer: a big body then grows as a list of parts, joined once, not by reallocation.
-            part = bytes(buf[:-3])
+            # buffer, which then stays small; once a body has parts, at once: the next big
+            # chunk is then scanned in place.
+            self._add_part(memoryview(buf)[:-3])  # the view is gone before the buffer shrinks
             del buf[:-3]
-            self._parts.append(part)
-            self._parts_size += len(part)
             self._scan = 0
         else:
             self._scan = max(0, len(buf) - 3)
@@ -510,15 +517,14 @@ class POP3Core:
         return self._need_data()
 
     def _joined(self) -> bytes:
-        parts = self._parts
-        raw = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        raw = self._parts.getvalue()
         stuffed = self._stuffed or raw[:1] == b"."
         return unstuff(raw) if stuffed else raw
 
     def _finish(self, command: Command, text: str, body: bytes | None) -> Response:
         self._body = None
         self._scan = 0
-        self._parts = []
+        self._parts = io.BytesIO()
         self._parts_size = 0
         self._stuffed = False
         self._pending.popleft()

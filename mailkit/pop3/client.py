@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from .. import _sasl
 from .._log import log_sent
-from .._net import Stream, open_stream, start_tls
+from .._net import Stream, open_stream, pending_plaintext, start_tls
 from ..config import Credentials, Endpoint, OAuth2, Password, Security, Timeouts
 from ..errors import (
     AuthenticationError,
@@ -59,6 +59,97 @@ MECHANISMS = ("PLAIN", "LOGIN", "USER", "APOP", "XOAUTH2", "OAUTHBEARER")
 # OAuth2 mechanisms in order of preference when the server offers both: OAUTHBEARER is the
 # standard (RFC 7628), XOAUTH2 the older Google form it replaces (as for IMAP and SMTP).
 _READ_SIZE = 256 * 1024
+# Received bytes waiting for the core beyond this: the transport stops reading (as a StreamReader
+# does at twice its limit), so a slow sink holds the server back instead of filling memory.
+_QUEUE_HIGH = 2 * 1024 * 1024
+
+
+class _Receiver(asyncio.BufferedProtocol):
+    """Takes over receiving from the stream's StreamReader once the session is set up.
+
+    TLS decrypts straight into one reused buffer and each arrival leaves it in a single copy;
+    through the StreamReader, a 25 MB message was copied three times more (asyncio's SSL layer
+    joining its records, the reader's buffer, the read) and every TLS record cost a 256 KB
+    allocation. Everything but incoming data goes on to the stream's own protocol, so writing,
+    ``drain()`` and ``close()`` work as before.
+    """
+
+    def __init__(self, stream: Stream) -> None:
+        self._transport = stream.writer.transport
+        self._inner = self._transport.get_protocol()
+        self._view = memoryview(bytearray(_READ_SIZE))
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def install(self, reader: asyncio.StreamReader) -> None:
+        """Receive from now on; ``reader`` must hold no unread bytes (the caller took them)."""
+        self._error = reader.exception()
+        self._eof = reader.at_eof() or self._error is not None
+        self._transport.set_protocol(self)
+
+    # -- the transport's side ------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._queue.append(bytes(self._view[:nbytes]))
+        self._queued += nbytes
+        if self._queued > _QUEUE_HIGH and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()  # type: ignore[attr-defined]
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return self._inner.eof_received()  # type: ignore[attr-defined, no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._error = self._error or exc
+        self._wake()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the client's side ---------------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """The next piece received (waiting for one; at most the buffer's size, as it came, not
+        joined with the others: no extra copy); b"" at the end of the stream.
+
+        Bytes that arrived before a connection error are returned first, then the error raised.
+        """
+        while not self._queue:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = self._queue.popleft()
+        self._queued -= len(data)
+        if self._paused and self._queued <= _QUEUE_HIGH // 2:
+            self._paused = False
+            self._transport.resume_reading()  # type: ignore[attr-defined]
+        return data
 
 
 class POP3Client:
@@ -88,6 +179,7 @@ class POP3Client:
         self.timeouts = timeouts or Timeouts()
         self._core = POP3Core(limits)
         self._stream: Stream | None = None
+        self._receiver: _Receiver | None = None
         self._allow_pipelining = pipelining
         self.greeting = ""
         self.capabilities = Capabilities()
@@ -116,9 +208,21 @@ class POP3Client:
             await self._capa_or_empty()
             if self.endpoint.security is Security.STARTTLS:
                 await self._starttls()
+            await self._take_over_receiving()
         except BaseException:
             await self.close()
             raise
+
+    async def _take_over_receiving(self) -> None:
+        # After STLS, never before: until then the StreamReader must still hold any injected
+        # plaintext for start_tls to refuse it.
+        stream = self._live()
+        pending = pending_plaintext(stream.reader)
+        if pending:
+            self._core.receive_data(await stream.reader.read(pending))  # already here: no wait
+        receiver = _Receiver(stream)
+        receiver.install(stream.reader)
+        self._receiver = receiver
 
     async def _capa_or_empty(self) -> None:
         response = await self.execute(Command("CAPA"), check=False)
@@ -453,7 +557,10 @@ class POP3Client:
                 async with asyncio.timeout_at(deadline):
                     await stream.writer.drain()
             async with asyncio.timeout_at(deadline):
-                data = await stream.reader.read(_READ_SIZE)
+                if self._receiver is not None:
+                    data = await self._receiver.read()
+                else:
+                    data = await stream.reader.read(_READ_SIZE)
         except (OSError, EOFError, ssl.SSLError, builtins.TimeoutError) as exc:
             await self.close()
             raise _translate(exc, self.endpoint) from exc

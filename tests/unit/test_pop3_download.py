@@ -7,7 +7,9 @@ shared journal with the sink and the state, so the tests can check the order: sa
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import types
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from mailkit.errors import ConfigError, ConnectionLost, StateError, TransientError
 from mailkit.pop3._protocol import BodyChunk, Command, Response
 from mailkit.pop3._state import UIDLState
+from mailkit.pop3.client import _QUEUE_HIGH, _Receiver
 from mailkit.pop3.download import Progress, download
 from mailkit.pop3.sinks import CallbackSink, MaildirSink, MessageInfo, Sink, SinkStream, as_sink
 from mailkit.store.maildir import Maildir
@@ -506,3 +509,100 @@ async def test_a_run_forgets_uidls_the_server_no_longer_lists(pipelining: bool) 
     await download(FakeClient(drop, journal, pipelining=pipelining), JournalSink(journal), state)  # type: ignore[arg-type]
     assert drop == {}
     assert set(state.saved()) == {"uid000", "uid001", "uid002"}  # listed in this run: kept
+
+
+# -- the client's receiver (what replaces the StreamReader once a session is set up) --------------
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.inner = _FakeInner()
+        self.protocol: object = self.inner
+        self.calls: list[str] = []
+
+    def get_protocol(self) -> object:
+        return self.protocol
+
+    def set_protocol(self, protocol: object) -> None:
+        self.protocol = protocol
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+class _FakeInner:
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def eof_received(self) -> bool:
+        self.calls.append("eof")
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.calls.append(("lost", exc))
+
+    def pause_writing(self) -> None:
+        self.calls.append("pause_writing")
+
+    def resume_writing(self) -> None:
+        self.calls.append("resume_writing")
+
+
+def _receiver() -> tuple[_Receiver, _FakeTransport]:
+    transport = _FakeTransport()
+    stream = types.SimpleNamespace(writer=types.SimpleNamespace(transport=transport))
+    receiver = _Receiver(stream)  # type: ignore[arg-type]
+    receiver.install(asyncio.StreamReader())
+    assert transport.protocol is receiver
+    return receiver, transport
+
+
+def _arrive(receiver: _Receiver, data: bytes) -> None:
+    buffer = receiver.get_buffer(-1)
+    buffer[: len(data)] = data
+    receiver.buffer_updated(len(data))
+
+
+async def test_receiver_pauses_the_transport_over_its_queue_limit_and_resumes_on_read() -> None:
+    receiver, transport = _receiver()
+    piece = bytes(range(256)) * 1024
+    sent = []
+    while "pause" not in transport.calls:
+        sent.append(piece)
+        _arrive(receiver, piece)
+        assert len(sent) * len(piece) <= _QUEUE_HIGH + len(piece)
+    # The buffer is reused: what was queued is a copy, intact, given back piece by piece; reading
+    # resumes once half the queue has been taken.
+    got = [await receiver.read()]
+    assert transport.calls == ["pause"]
+    while len(got) < len(sent):
+        got.append(await receiver.read())
+    assert got == sent
+    assert transport.calls == ["pause", "resume"]
+
+
+async def test_receiver_gives_data_before_the_error_and_forwards_the_rest() -> None:
+    receiver, transport = _receiver()
+    _arrive(receiver, b"+OK partial\r\n")
+    error = ConnectionResetError("reset")
+    receiver.connection_lost(error)
+    receiver.pause_writing()
+    assert await receiver.read() == b"+OK partial\r\n"
+    with pytest.raises(ConnectionResetError):
+        await receiver.read()
+    assert transport.inner.calls == [("lost", error), "pause_writing"]
+
+
+async def test_receiver_wakes_a_waiting_read_and_ends_with_eof() -> None:
+    receiver, transport = _receiver()
+    waiting = asyncio.ensure_future(receiver.read())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    _arrive(receiver, b"abc")
+    assert await waiting == b"abc"
+    assert receiver.eof_received() is True
+    assert await receiver.read() == b""
+    assert transport.inner.calls == ["eof"]

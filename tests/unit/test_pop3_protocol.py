@@ -435,3 +435,26 @@ def test_listings_in_the_usual_form_and_in_odd_spacing_parse_the_same() -> None:
         parse_scan_listing(Response(Command("LIST"), True, "", b"1 2 3\r\n4\r\n"))
     with pytest.raises(ProtocolError, match="malformed UIDL line"):
         parse_uidl_listing(Response(Command("UIDL"), True, "", b"1 " + b"u" * 71 + b"\r\n"))
+
+
+def test_a_big_body_leaves_the_buffer_at_once_whatever_the_piece_sizes() -> None:
+    # After the first 256 KB the body grows as parts: a small piece must not send the following
+    # big pieces through the buffer again (they are scanned in place); the body stays exact.
+    core = POP3Core()
+    feed(core, GREETING)
+    core.send(Command("RETR", ("1",)))
+    lines = [b"line %06d of a long message\r\n" % i for i in range(20000)]
+    lines[9000] = b"..a stuffed line\r\n"
+    wire = b"+OK big\r\n" + b"".join(lines) + b".\r\n"
+    pieces = [wire[:300_000], wire[300_000:300_100], wire[300_100:340_000], wire[340_000:]]
+    got: list[object] = []
+    for piece in pieces[:-1]:
+        core.receive_data(piece)
+        got += events(core)
+        assert core.buffered <= 3, "the body in progress stays out of the buffer"
+    core.receive_data(pieces[-1])
+    got += events(core)
+    [response] = got
+    assert isinstance(response, Response)
+    lines[9000] = b".a stuffed line\r\n"
+    assert response.body == b"".join(lines)
