@@ -606,3 +606,24 @@ async def test_receiver_wakes_a_waiting_read_and_ends_with_eof() -> None:
     assert receiver.eof_received() is True
     assert await receiver.read() == b""
     assert transport.inner.calls == ["eof"]
+
+
+async def test_bytes_already_buffered_when_the_receiver_takes_over_come_first() -> None:
+    # The stream's reader may already hold the start of the next reply when the receiver takes
+    # over after set-up: those bytes must reach the protocol core before anything received later.
+    from mailkit.config import Endpoint
+    from mailkit.pop3.client import POP3Client
+
+    transport = _FakeTransport()
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"+OK ea")
+    client = POP3Client(Endpoint.parse("pop3+insecure://pop.example.test"), allow_insecure=True)
+    client._stream = types.SimpleNamespace(reader=reader, writer=types.SimpleNamespace(transport=transport))  # type: ignore[assignment]
+    await client._take_over_receiving()
+    assert transport.protocol is client._receiver and not reader._buffer  # type: ignore[attr-defined]
+    client._core.send(Command("NOOP"))
+    assert client._receiver is not None
+    _arrive(client._receiver, b"rly\r\n")
+    client._core.receive_data(await client._receiver.read())
+    event = client._core.next_event()
+    assert isinstance(event, Response) and event.ok and event.reply.text == "early"
