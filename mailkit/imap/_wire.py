@@ -32,7 +32,6 @@ __all__ = [
     "parse_fetch_items",
     "parse_sequence_set",
     "parse_size_block",
-    "read_response",
     "sequence_set",
     "tokenize",
 ]
@@ -77,13 +76,6 @@ Spool = Callable[[int], tuple[str, IO[bytes]]]
 """Called with a literal's size; returns (path, open binary file) to stream it into."""
 
 
-def _read_exact(reader: _Reader, size: int) -> bytes:
-    data = reader.read(size)
-    if len(data) != size:
-        raise ConnectionLost("IMAP connection closed in the middle of a literal")
-    return data
-
-
 def _readline(reader: _Reader) -> bytes:
     line = reader.readline(MAX_LINE + 1)
     if not line:
@@ -91,34 +83,6 @@ def _readline(reader: _Reader) -> bytes:
     if len(line) > MAX_LINE:
         raise ProtocolError(f"IMAP server sent a line longer than {MAX_LINE} bytes")
     return line
-
-
-def read_response(
-    reader: _Reader, *, spool: Spool | None = None, spool_over: int = 8 << 20
-) -> list[bytes | Literal | Spooled]:
-    """Read one response: its text parts with the literals between them, in order."""
-    parts: list[bytes | Literal | Spooled] = []
-    while True:
-        line = _readline(reader)
-        match = _LITERAL_AT_END.search(line, max(0, len(line) - 24))
-        if match is None:
-            parts.append(line)
-            return parts
-        size = int(match.group(1))
-        parts.append(line[: match.start()])
-        if spool is not None and size > spool_over:
-            path, sink = spool(size)
-            with sink:
-                remaining = size
-                while remaining:
-                    chunk = reader.read(min(CHUNK, remaining))
-                    if not chunk:
-                        raise ConnectionLost("IMAP connection closed in the middle of a literal")
-                    sink.write(chunk)
-                    remaining -= len(chunk)
-            parts.append(Spooled(path, size))
-        else:
-            parts.append(Literal(_read_exact(reader, size)))
 
 
 class _ChunkSource(Protocol):
@@ -218,7 +182,7 @@ class BulkReader:
     def response(
         self, *, spool: Spool | None = None, spool_over: int = 8 << 20
     ) -> list[bytes | Literal | Spooled]:
-        """Like ``read_response``: one response's text parts with its literals between them."""
+        """One response: its text parts with the literals between them, in order."""
         parts: list[bytes | Literal | Spooled] = []
         while True:
             line = self.readline()
@@ -736,7 +700,7 @@ def _simple_rows(responses: list[list[bytes | Literal | Spooled]]) -> list[dict[
 
 
 def parse_fetch_batch(responses: list[list[bytes | Literal | Spooled]]) -> list[dict[str, Any]]:
-    """FETCH responses (as read by ``read_response``) -> their item dicts, names upper-cased."""
+    """FETCH responses (as read by ``BulkReader.response``) -> their item dicts, names upper-cased."""
     simple = _simple_rows(responses) if responses and len(responses[0]) == 3 else None
     if simple is not None:
         return simple

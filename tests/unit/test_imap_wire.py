@@ -15,7 +15,7 @@ from mailkit.imap._types import parse_envelope
 
 
 def _read(data: bytes, **kw: Any) -> list[bytes | _wire.Literal | _wire.Spooled]:
-    return _wire.read_response(io.BytesIO(data), **kw)
+    return _wire.BulkReader(io.BytesIO(data)).response(**kw)
 
 
 def test_literal_is_sliced_byte_for_byte() -> None:
@@ -156,8 +156,8 @@ _TRICKY = [
 
 
 def _responses() -> list[list[bytes | _wire.Literal | _wire.Spooled]]:
-    stream = io.BytesIO(b"".join(_TRICKY))
-    return [_wire.read_response(stream) for _ in range(3)]
+    reader = _wire.BulkReader(io.BytesIO(b"".join(_TRICKY)))
+    return [reader.response() for _ in range(3)]
 
 
 def test_bulk_parser_agrees_with_general_tokenizer() -> None:
@@ -372,12 +372,12 @@ def test_literal_block_cuts_whole_body_responses_and_stops_at_anything_else() ->
     assert whole[0][0] == b"* 1 FETCH (UID 1 FLAGS (\\Seen) BODY[] "
     assert _wire.parse_fetch_batch(whole) == _wire.parse_fetch_batch(
         [
-            _wire.read_response(
+            _wire.BulkReader(
                 io.BytesIO(
                     b"* %d FETCH (UID %d FLAGS (\\Seen) BODY[] {%d}\r\n%s)\r\n"
                     % (i + 1, i + 1, len(body), body)
                 )
-            )
+            ).response()
             for i, body in enumerate(bodies)
         ]
     )
@@ -518,10 +518,10 @@ def _body_stream() -> bytes:
 
 def _general_rows(stream: bytes) -> list[tuple[int, Any, Any, Any]]:
     """What the general reader and parser make of the same bytes (the fast path must agree)."""
-    source = io.BufferedReader(io.BytesIO(stream))  # type: ignore[arg-type]
+    source = _wire.BulkReader(io.BytesIO(stream))
     rows = []
     while True:
-        parts = _wire.read_response(source)
+        parts = source.response()
         if parts[0].startswith(b"T1 "):
             return rows
         if b" FETCH (" in parts[0]:
