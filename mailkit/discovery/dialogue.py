@@ -13,6 +13,7 @@ import base64
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
+from .. import _sasl
 from ..config import Protocol, Security
 from ..errors import Reply
 
@@ -87,9 +88,7 @@ def _read() -> Generator[Op, bytes | None, str]:
 
 
 def _plain(login: Login) -> bytes:
-    # RFC 4616: authzid NUL authcid NUL passwd, UTF-8 (non-ASCII passwords work).
-    raw = b"\0" + login.user.encode("utf-8") + b"\0" + login.password.encode("utf-8")
-    return base64.b64encode(raw)
+    return base64.b64encode(_sasl.plain(login.user, login.password))
 
 
 def _may_send_credentials(encrypted: bool, security: Security) -> bool:
