@@ -31,6 +31,7 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from mailkit.account import AsyncAccount
+from mailkit.tls import InsecureWarning
 
 __all__ = [
     "STARTTLS_MODES",
@@ -506,6 +510,24 @@ STARTTLS_MODES = ("ok", "missing", "error", "garbage", "inject", "broken")
 answer with garbage; agree and then inject plaintext bytes in the same segment as the go-ahead
 (if the client still shakes hands, the session then goes on normally over TLS); agree and then
 answer the handshake with bytes that are not TLS (``broken``)."""
+
+
+def hostile_account(
+    protocol: str, port: int, certs: Certs, security: str, *, user: str, **kw: object
+) -> AsyncAccount:
+    """An account whose ``protocol`` endpoint is a scripted server on 127.0.0.1:``port``, reached
+    with ``security`` "tls", "starttls" or "insecure" (the InsecureWarning is expected there);
+    ``kw`` are further AsyncAccount options (``password=``, ``timeouts=``, ``oauth2=``, ...)."""
+    scheme = {"tls": f"{protocol}s", "starttls": f"{protocol}+starttls", "insecure": f"{protocol}+insecure"}
+    options: dict[str, object] = {
+        protocol: f"{scheme[security]}://127.0.0.1:{port}",
+        "ca_file": certs.ca_file,
+        "test_environment": True,
+    }
+    options.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureWarning)
+        return AsyncAccount(user, **options)  # type: ignore[arg-type]
 
 
 def secret_forms(user: str, password: str) -> list[bytes]:

@@ -12,7 +12,6 @@ import logging
 import resource
 import threading
 import time
-import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -22,8 +21,15 @@ from mailkit import errors
 from mailkit.account import AsyncAccount
 from mailkit.config import Timeouts
 from mailkit.imap import Q
-from mailkit.tls import InsecureWarning
-from tests.faults.scripted import Certs, FakeIMAP, ScriptConn, ScriptedServer, assert_no_secret, secret_forms
+from tests.faults.scripted import (
+    Certs,
+    FakeIMAP,
+    ScriptConn,
+    ScriptedServer,
+    assert_no_secret,
+    hostile_account,
+    secret_forms,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -32,23 +38,14 @@ TIMEOUTS = Timeouts(connect=2, command=2, data=3)
 # AsyncIMAP.connect allows connect + 6 commands + 3 s for the whole opening (greeting, STARTTLS, login).
 OPEN_BOUND = 2 + 6 * 2 + 3
 SLACK = 1.0
-SCHEMES = {"starttls": "imap+starttls", "tls": "imaps", "insecure": "imap+insecure"}
 TYPED = (errors.SecurityError, errors.TLSError, errors.ProtocolError, errors.CommandError)
 POST_CAPS = ("IMAP4rev1", "AUTH=PLAIN", "UIDPLUS")
 
 
 def account(port: int, certs: Certs, security: str = "starttls", **kw: object) -> AsyncAccount:
-    options: dict[str, object] = {
-        "password": PASSWORD,
-        "imap": f"{SCHEMES[security]}://127.0.0.1:{port}",
-        "ca_file": certs.ca_file,
-        "timeouts": TIMEOUTS,
-        "test_environment": True,
-    }
-    options.update(kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureWarning)
-        return AsyncAccount(USER, **options)  # type: ignore[arg-type]
+    return hostile_account(
+        "imap", port, certs, security, user=USER, **({"password": PASSWORD, "timeouts": TIMEOUTS} | kw)
+    )
 
 
 async def open_and_select(port: int, certs: Certs, security: str = "starttls", **kw: object) -> int:

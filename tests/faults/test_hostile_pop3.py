@@ -11,7 +11,6 @@ import builtins
 import logging
 import random
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from mailkit import errors
 from mailkit.account import Account, AsyncAccount
 from mailkit.config import Timeouts
 from mailkit.pop3 import AsyncPOP3, Limits
-from mailkit.tls import InsecureWarning
 from tests.faults.proxy import DOWN, UP, FaultPlan, FaultProxy, queued
 from tests.faults.scripted import (
     Certs,
@@ -28,6 +26,7 @@ from tests.faults.scripted import (
     ScriptConn,
     ScriptedServer,
     assert_no_secret,
+    hostile_account,
     secret_forms,
 )
 
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.faults
 USER, PASSWORD = "alice@example.test", "S3cret-pop-pw"
 TIMEOUTS = Timeouts(connect=2, command=2, data=3)
 SLACK = 1.0
-SCHEMES = {"starttls": "pop3+starttls", "tls": "pop3s", "insecure": "pop3+insecure"}
 
 
 def message(i: int, body: bytes = b"") -> bytes:
@@ -48,17 +46,9 @@ def message(i: int, body: bytes = b"") -> bytes:
 
 
 def account(port: int, certs: Certs, security: str = "starttls", **kw: object) -> AsyncAccount:
-    options: dict[str, object] = {
-        "password": PASSWORD,
-        "pop3": f"{SCHEMES[security]}://127.0.0.1:{port}",
-        "ca_file": certs.ca_file,
-        "timeouts": TIMEOUTS,
-        "test_environment": True,
-    }
-    options.update(kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureWarning)
-        return AsyncAccount(USER, **options)  # type: ignore[arg-type]
+    return hostile_account(
+        "pop3", port, certs, security, user=USER, **({"password": PASSWORD, "timeouts": TIMEOUTS} | kw)
+    )
 
 
 def maildir_messages(path: Path) -> list[bytes]:

@@ -13,7 +13,6 @@ import logging
 import random
 import re
 import time
-import warnings
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -26,31 +25,29 @@ from mailkit import errors
 from mailkit.account import AsyncAccount
 from mailkit.config import Timeouts
 from mailkit.smtp import DeliveryUnknownError, smtp_for
-from mailkit.tls import InsecureWarning
 from tests.faults.proxy import DOWN, UP, FaultPlan, FaultProxy, queued
-from tests.faults.scripted import Certs, FakeSMTP, ScriptConn, ScriptedServer, assert_no_secret, secret_forms
+from tests.faults.scripted import (
+    Certs,
+    FakeSMTP,
+    ScriptConn,
+    ScriptedServer,
+    assert_no_secret,
+    hostile_account,
+    secret_forms,
+)
 
 pytestmark = pytest.mark.faults
 
 USER, PASSWORD = "alice@example.test", "S3cret-smtp-pw"
 TIMEOUTS = Timeouts(connect=2, command=2, data=3)
 SLACK = 1.0
-SCHEMES = {"starttls": "smtp+starttls", "tls": "smtps", "insecure": "smtp+insecure"}
 TYPED = (errors.SecurityError, errors.TLSError, errors.ProtocolError, errors.CommandError)
 
 
 def account(port: int, certs: Certs, security: str = "starttls", **kw: object) -> AsyncAccount:
-    options: dict[str, object] = {
-        "password": PASSWORD,
-        "smtp": f"{SCHEMES[security]}://127.0.0.1:{port}",
-        "ca_file": certs.ca_file,
-        "timeouts": TIMEOUTS,
-        "test_environment": True,
-    }
-    options.update(kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureWarning)
-        return AsyncAccount(USER, **options)  # type: ignore[arg-type]
+    return hostile_account(
+        "smtp", port, certs, security, user=USER, **({"password": PASSWORD, "timeouts": TIMEOUTS} | kw)
+    )
 
 
 async def send(port: int, certs: Certs, security: str = "starttls", **kw: object) -> None:
