@@ -28,7 +28,7 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient import exceptions as imap_errors
 
 from .. import _sasl
-from .._log import log_received, log_sent
+from .._log import guard_logger, log_received, log_sent
 from ..config import Endpoint, OAuth2, Password, Security, check_line_safe
 from ..errors import (
     AuthenticationError,
@@ -51,6 +51,10 @@ from .query import Q, check_flag
 __all__ = ["FetchSpec", "Session"]
 
 log = logging.getLogger("mailkit.imap")
+# imapclient logs the lines it sends: its own commands and, at debug level 5, imaplib's.
+for _name in ("imapclient.imapclient", "imapclient.imaplib"):
+    guard_logger(_name)
+
 T = TypeVar("T")
 
 # A batch goes out as several pipelined UID FETCHes of this many messages, so the server works on

@@ -35,3 +35,42 @@ def test_secret_lines_are_never_logged(caplog):
     assert "c2VjcmV0" not in caplog.text
     assert "hunter2" not in caplog.text
     assert caplog.text.count("***") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "secret", "shown"),
+    [
+        (("> b'a1 LOGIN alice \"s3cret\"\\r\\n'",), "s3cret", "LOGIN ***"),
+        (("> %s", "a1 LOGIN alice s3cret"), "s3cret", "a1 LOGIN ***"),
+        (("> a2 AUTHENTICATE PLAIN AGFsaWNlAHMzY3JldA==",), "AGFsaWNl", "AUTHENTICATE PLAIN ***"),
+        (("> b'a2 AUTHENTICATE xoauth2 dXNlcj1hbGljZQ=='",), "dXNlcj1h", "AUTHENTICATE xoauth2 ***"),
+    ],
+)
+def test_imapclient_loggers_are_guarded_even_if_imapclient_stops_redacting(caplog, args, secret, shown):
+    import mailkit.imap._session  # noqa: F401 - guards imapclient's loggers on import
+
+    # Straight to the logger, past imapclient's own redacting adapter.
+    with caplog.at_level(logging.DEBUG, logger="imapclient.imaplib"):
+        logging.getLogger("imapclient.imaplib").debug(*args)
+    assert secret not in caplog.text
+    assert shown in caplog.text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "< * CAPABILITY IMAP4rev1 LOGIN-REFERRALS AUTH=PLAIN",
+        "< a1 OK Logged in",
+        "> b'a2 AUTHENTICATE PLAIN\\r\\n'",
+    ],
+)
+def test_credential_filter_leaves_lines_without_credentials_alone(caplog, line):
+    from mailkit._log import guard_logger
+
+    guard_logger("mailkit.test.guarded")
+    guard_logger("mailkit.test.guarded")  # once, however often called
+    logger = logging.getLogger("mailkit.test.guarded")
+    assert len(logger.filters) == 1
+    with caplog.at_level(logging.DEBUG, logger="mailkit.test.guarded"):
+        logger.debug(line)
+    assert caplog.records[-1].getMessage() == line
