@@ -7,7 +7,7 @@ downgrade latch (see docs/discovery.md). ``--json`` prints exactly the Profile J
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -15,9 +15,11 @@ from rich.table import Table
 
 from ..account import settings_from_env
 from ..config import Protocol, Timeouts
-from ..discovery import DiscoveryStats, Profile, discover
 from ..errors import MailkitError
 from ._options import AccountOptions, account_options
+
+if TYPE_CHECKING:
+    from ..discovery import Profile
 
 __all__ = ["COMMANDS", "discover_command"]
 
@@ -70,6 +72,10 @@ def _explain(profile: Profile) -> Table:
 @account_options
 def discover_command(target: str | None, as_json: bool, explain: bool, opts: AccountOptions) -> None:
     """Find the best working SMTP, IMAP and POP3 servers for ADDRESS (default: --address)."""
+    # Imported here: dnspython and the probes cost ~0.1 s at start-up, and every other command
+    # (send with a given URL, pop3 fetch, imap ...) would pay it without using it.
+    from ..discovery import DiscoveryStats, discover
+
     kwargs = _discover_kwargs(target or opts.address, opts)
     stats = DiscoveryStats()
     error: MailkitError | None = None

@@ -34,3 +34,21 @@ def test_import_leaves_discovery_and_smtp_dependencies_unloaded_until_used():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False", "True", "True", "True"]
+
+
+def test_cli_start_leaves_discovery_unloaded_until_discover_runs():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from mailkit.cli import cli\n"
+        "CliRunner().invoke(cli, ['pop3', 'fetch', '--help'], catch_exceptions=False)\n"
+        "print('dns' in sys.modules, 'mailkit.discovery' in sys.modules)\n"
+        "CliRunner().invoke(cli, ['discover', '--help'], catch_exceptions=False)\n"
+        "print('dns' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # Only running the discover command (not its --help) loads discovery.
+    assert out.split() == ["False", "False", "False"]
