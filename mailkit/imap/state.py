@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._sqlite import open_database
 from ..errors import StateError
 
 __all__ = ["MailboxState", "SyncState"]
@@ -67,25 +68,12 @@ class SyncState:
         if self._db is not None:
             return self
         target = ":memory:" if self.path is None else str(self.path)
-        try:
-            db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('version', ?)", (_VERSION,))
-            elif row[0] != _VERSION:
-                raise StateError(f"{target}: sync state version {row[0]}, expected {_VERSION}")
-            if self._account is not None:
-                row = db.execute("SELECT value FROM meta WHERE key='account'").fetchone()
-                if row is None:
-                    db.execute("INSERT INTO meta VALUES ('account', ?)", (self._account,))
-                elif row[0] != self._account:
-                    raise StateError(f"{target} holds the sync state of {row[0]}, not {self._account}")
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"cannot use sync state {target}: {exc}") from exc
-        self._db = db
+        meta = {"version": _VERSION}
+        if self._account is not None:
+            meta["account"] = self._account  # a file is never read as another account's
+        self._db = open_database(
+            target, synchronous="NORMAL", schema=_SCHEMA, what=f"sync state {target}", meta=meta
+        )
         return self
 
     @property

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._sqlite import open_database
 from ..errors import StateError
 
 __all__ = ["UIDLState"]
@@ -41,22 +42,19 @@ class UIDLState:
     def open(self) -> None:
         if self._db is not None:
             return
-        try:
-            if self.path != ":memory:":
+        what = f"POP3 state file {self.path!r}"
+        if self.path != ":memory:":
+            try:
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            # Used from worker threads, one at a time (the download loop awaits each call).
-            db = sqlite3.connect(os.path.expanduser(self.path), isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='pop3_schema'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('pop3_schema', ?)", (str(_SCHEMA_VERSION),))
-            elif row[0] != str(_SCHEMA_VERSION):
-                db.close()
-                raise StateError(f"{self.path}: POP3 state schema {row[0]} is not supported")
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot use POP3 state file {self.path!r}: {exc}") from exc
+            except OSError as exc:
+                raise StateError(f"cannot use {what}: {exc}") from exc
+        db = open_database(
+            os.path.expanduser(self.path),
+            synchronous="FULL",
+            schema=_SCHEMA,
+            what=what,
+            meta={"pop3_schema": str(_SCHEMA_VERSION)},
+        )
         self._db = db
 
     def _conn(self) -> sqlite3.Connection:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from .._sqlite import open_database
 from ..errors import Reply, StateError
 
 __all__ = ["JournalEntry", "JournalState", "JournalStore", "SQLiteJournal", "open_journal"]
@@ -118,18 +119,14 @@ class SQLiteJournal:
         self.path = os.fspath(path)
         self._synchronous = synchronous
         self._durable = True
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('version', ?)", (_VERSION,))
-            elif row[0] != _VERSION:
-                raise StateError(f"journal {self.path!r} has version {row[0]}, expected {_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"journal {self.path!r} is unusable: {exc}") from None
+        self._db = open_database(
+            self.path,
+            synchronous=synchronous,
+            schema=_SCHEMA,
+            what=f"journal {self.path!r}",
+            meta={"version": _VERSION},
+            meta_column="name",
+        )
 
     def get(self, key: str) -> JournalEntry | None:
         row = self._db.execute(
