@@ -52,7 +52,16 @@ class Portal:
         except BaseException:
             coro.close()
             raise
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        started, finished = threading.Event(), threading.Event()
+
+        async def run() -> T:
+            started.set()
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
         try:
             return future.result()
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
@@ -61,11 +70,12 @@ class Portal:
             raise
         except BaseException:
             # KeyboardInterrupt or similar in this thread: stop the coroutine too, and wait for it
-            # to unwind so that no half-finished protocol exchange is left running.
-            if not future.done():
-                future.cancel()
-                with contextlib.suppress(BaseException):  # the original error is what matters
-                    future.result(timeout=5)
+            # to unwind so that no half-finished protocol exchange is left running. (The future
+            # itself is cancelled at once, before the coroutine has unwound: its end is what counts.
+            # One cancelled before it started has nothing to unwind.)
+            future.cancel()
+            if started.is_set():
+                finished.wait(timeout=_UNWIND)
             raise
 
     def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:

@@ -98,3 +98,68 @@ def test_close_ends_calls_still_running_in_other_threads():
     assert unwound.is_set()
     assert len(outcome) == 1 and isinstance(outcome[0], MailkitError)
     assert "closed while the call was running" in str(outcome[0])
+
+
+@pytest.fixture
+def ctrl_c():
+    """``ctrl_c(seconds)``: SIGINT to this process, as a terminal would send it; raised as
+    KeyboardInterrupt in the main thread even when the tests run with SIGINT ignored (a
+    background job)."""
+    import os
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timers = []
+
+    def send(seconds: float) -> None:
+        timers.append(threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT)))
+        timers[-1].start()
+
+    yield send
+    for timer in timers:
+        timer.cancel()
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_returns_only_after_the_coroutine_unwound(ctrl_c):
+    portal = Portal()
+    unwound = []
+
+    async def slow_to_unwind():
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)  # e.g. leaving IDLE, closing a socket
+            unwound.append(True)
+            raise
+
+    ctrl_c(0.2)
+    with pytest.raises(KeyboardInterrupt):
+        portal.call(slow_to_unwind())
+    assert unwound == [True]  # before call() gave the interrupt back, not after
+    portal.close()
+
+
+def test_ctrl_c_while_iterating_closes_the_generator_after_it_unwound(ctrl_c):
+    portal = Portal()
+    events = []
+
+    async def watch():
+        try:
+            yield 1
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.3)
+                events.append("unwound")
+                raise
+            yield 2
+        finally:
+            events.append("closed")
+
+    ctrl_c(0.2)
+    with pytest.raises(KeyboardInterrupt):  # not "aclose(): asynchronous generator is already running"
+        for _ in portal.iterate(watch()):
+            pass
+    assert events == ["unwound", "closed"]
+    portal.close()
