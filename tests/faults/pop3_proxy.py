@@ -56,7 +56,12 @@ class CuttingProxy:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        server_r, server_w = await asyncio.open_connection(*self.target)
+        try:
+            server_r, server_w = await asyncio.open_connection(*self.target)
+        except BaseException:  # cancelled by __aexit__ while connecting
+            client_w.close()
+            self._tasks.discard(task)
+            raise
         cut = asyncio.Event()
         plan = self.plan
         if plan.cut_after_line == 0:
@@ -112,7 +117,9 @@ class CuttingProxy:
         finally:
             for p in pumps:
                 p.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            for w in (client_w, server_w):
-                w.close()
-            self._tasks.discard(task)
+            try:
+                await asyncio.gather(*pumps, return_exceptions=True)
+            finally:  # also when __aexit__ cancels this task while it waits for its pumps
+                for w in (client_w, server_w):
+                    w.close()
+                self._tasks.discard(task)

@@ -87,13 +87,22 @@ async def test_watch_recovers_after_connection_cut(clean_mailstack: MailStack) -
             await it.aclose()
 
 
+# pytest started in the background without job control (`pytest ... &`, some CI runners) has SIGINT
+# ignored, and children inherit that: Python then installs no KeyboardInterrupt handler. The child
+# restores it itself (a preexec_fn would do it between fork and exec, unsafe with the test's threads).
+_MAILKIT_WITH_CTRL_C = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from mailkit.cli import main; main(sys.argv[1:])"
+)
+
+
 def _cli_watch(tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
     """``mailkit imap watch`` for alice in a child process; ``options`` name the server."""
     pw = tmp_path / "pw"
     pw.write_text("alicepw\n")
     env = {**os.environ, "MAILKIT_TEST_ENVIRONMENT": "1", "PYTHONPATH": str(REPO_ROOT)}
-    args = [sys.executable, "-m", "mailkit", "imap", "watch", "--mailbox", "INBOX", "--address", ALICE,
-            "--password-file", str(pw), *options]  # fmt: skip
+    args = [sys.executable, "-c", _MAILKIT_WITH_CTRL_C, "imap", "watch", "--mailbox", "INBOX",
+            "--address", ALICE, "--password-file", str(pw), *options]  # fmt: skip
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

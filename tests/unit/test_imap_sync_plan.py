@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 from mailkit.imap import SyncState
 from mailkit.imap._types import FolderStatus, Mailbox
 from mailkit.imap.sync import make_plan
+
+_OPENED: list[SyncState] = []
+
+
+def _state() -> SyncState:
+    """An in-memory state, closed after the test (Python 3.13 warns about unclosed connections)."""
+    state = SyncState(None).open()
+    _OPENED.append(state)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _close_states() -> Iterator[None]:
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 class FakeSession:
@@ -94,7 +112,7 @@ def _mutate(session: FakeSession) -> None:
 
 def test_full_comparison_without_condstore() -> None:
     session = FakeSession({1: (), 2: (), 3: ("\\Flagged",), 4: ()}, caps=set(), modseq=None)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     _mutate(session)
     plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
@@ -104,7 +122,7 @@ def test_full_comparison_without_condstore() -> None:
 
 def test_qresync_unchanged_is_one_round_trip_and_changes_are_exact() -> None:
     session = FakeSession({1: (), 2: (), 3: (), 4: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     session.calls.clear()
     plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
@@ -118,7 +136,7 @@ def test_qresync_unchanged_is_one_round_trip_and_changes_are_exact() -> None:
 
 def test_condstore_without_qresync_finds_expunges_by_count() -> None:
     session = FakeSession({1: (), 2: (), 3: (), 4: ()}, caps={"CONDSTORE"}, modseq=10)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     _mutate(session)
     plan = make_plan(session, state, "INBOX")  # type: ignore[arg-type]
@@ -128,7 +146,7 @@ def test_condstore_without_qresync_finds_expunges_by_count() -> None:
 
 def test_uidvalidity_change_plans_a_reset() -> None:
     session = FakeSession({1: (), 2: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     session.uidvalidity = 8
     session.messages = {1: ()}
@@ -138,7 +156,7 @@ def test_uidvalidity_change_plans_a_reset() -> None:
 
 def test_n_star_quirk_does_not_invent_new_messages() -> None:
     session = FakeSession({1: (), 2: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     session.modseq = 11
     session.messages[2] = ("\\Seen",)
@@ -150,7 +168,7 @@ def test_n_star_quirk_does_not_invent_new_messages() -> None:
 def test_unchanged_without_a_selected_mailbox_is_one_status_and_no_select() -> None:
     # A new connection: STATUS answers from the index header; SELECT would open the mailbox.
     session = FakeSession({1: (), 2: (), 3: (), 4: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     session.selected = None
     session.calls.clear()
@@ -166,7 +184,7 @@ def test_unchanged_without_a_selected_mailbox_is_one_status_and_no_select() -> N
 
 def test_a_uidvalidity_change_seen_by_status_still_plans_a_reset() -> None:
     session = FakeSession({1: (), 2: ()}, caps={"CONDSTORE", "QRESYNC"}, modseq=10)
-    state = SyncState(None).open()
+    state = _state()
     _baseline(session, state)
     session.selected = None
     session.uidvalidity = 8  # same counts, same modseq: only UIDVALIDITY tells
@@ -177,7 +195,7 @@ def test_a_uidvalidity_change_seen_by_status_still_plans_a_reset() -> None:
 def test_status_is_never_used_on_the_selected_mailbox_or_without_condstore() -> None:
     for caps, deselect in (({"CONDSTORE"}, False), (set(), True)):
         session = FakeSession({1: (), 2: ()}, caps=caps, modseq=10 if caps else None)
-        state = SyncState(None).open()
+        state = _state()
         _baseline(session, state)
         if deselect:
             session.selected = None

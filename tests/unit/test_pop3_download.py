@@ -11,7 +11,7 @@ import asyncio
 import errno
 import types
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -167,10 +167,22 @@ class JournalStream(SinkStream):
         self.sink.partial.pop(self.uidl, None)
 
 
+_OPENED: list[UIDLState] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_states() -> Iterator[None]:
+    """Every JournalState is closed after its test (Python 3.13 warns about unclosed connections)."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 class JournalState(UIDLState):
     def __init__(self, journal: list[tuple[str, str]]) -> None:
         super().__init__(":memory:", "tester")
         self.journal = journal
+        _OPENED.append(self)
 
     def record(self, items, now=None):  # type: ignore[no-untyped-def]
         items = list(items)
