@@ -72,7 +72,17 @@ class ServerLogs:
 
     def __init__(self, stack: MailStack) -> None:
         self.paths = {name: stack.root / "log" / f"{name}.log" for name in ("dovecot", "postfix")}
-        self.start = {name: p.stat().st_size if p.exists() else 0 for name, p in self.paths.items()}
+        # The servers log a moment after a session ends: lines of the previous test may still be
+        # on their way. Start once the logs have been still for a while (bounded).
+        self.start = self._sizes()
+        deadline, still_since = time.monotonic() + 3, time.monotonic()
+        while time.monotonic() - still_since < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            if (sizes := self._sizes()) != self.start:
+                self.start, still_since = sizes, time.monotonic()
+
+    def _sizes(self) -> dict[str, int]:
+        return {name: p.stat().st_size if p.exists() else 0 for name, p in self.paths.items()}
 
     def dovecot_text(self) -> str:
         return self._new("dovecot")
