@@ -9,26 +9,16 @@ from __future__ import annotations
 import pytest
 
 import mailkit
-from mailkit import Choice, ConnectError, Endpoint, Profile, Protocol
+from mailkit import ConnectError, Profile, Protocol
 from tests.integration.mailstack import MailStack
+from tests.scripted_discovery import ScriptedDiscovery, scripted_profile
 
 USER = "carol@example.test"
 DEAD_PORT = 9  # discard: nothing listens on loopback, so connecting is refused at once
 
 
 def _profile(**urls: str) -> Profile:
-    choices = {name: Choice(Endpoint.parse(url), "guess", verified=True) for name, url in urls.items()}
-    return Profile(address=USER, **choices)
-
-
-class ScriptedDiscovery:
-    def __init__(self, *profiles: Profile) -> None:
-        self.profiles = list(profiles)
-        self.asked: list[list[Protocol]] = []
-
-    async def __call__(self, protocols: list[Protocol]) -> Profile:
-        self.asked.append(protocols)
-        return self.profiles.pop(0)
+    return scripted_profile(USER, **urls)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from mailkit import (
     Protocol,
     SecurityError,
 )
+from tests.scripted_discovery import ScriptedDiscovery, scripted_profile
 
 
 def test_explicit_endpoints_are_parsed_and_used_without_io():
@@ -161,23 +162,6 @@ def test_async_close_runs_registered_closers_in_reverse():
 # --- a discovered endpoint that stops answering is found again (connect_with) ------------------
 
 
-def _profile(address: str, **urls: str) -> Profile:
-    choices = {name: Choice(Endpoint.parse(url), "guess", verified=True) for name, url in urls.items()}
-    return Profile(address=address, **choices)
-
-
-class _Discovery:
-    """Stands in for the network: each run hands out the next profile and records what was asked."""
-
-    def __init__(self, *profiles: Profile) -> None:
-        self.profiles = list(profiles)
-        self.asked: list[list[Protocol]] = []
-
-    async def __call__(self, protocols: list[Protocol]) -> Profile:
-        self.asked.append(protocols)
-        return self.profiles.pop(0)
-
-
 def _opener(dead: set[str], error: Exception, used: list[str]):
     async def opener(endpoint: Endpoint) -> str:
         used.append(endpoint.url)
@@ -192,9 +176,9 @@ async def test_a_discovered_endpoint_that_stops_answering_is_rediscovered_once(m
     from mailkit import ConnectError
 
     address = "alice@example.com"
-    first = _profile(address, imap="imaps://old.example.com", smtp="smtps://smtp.example.com")
-    second = _profile(address, imap="imap+starttls://new.example.com", smtp="smtps://other.example.com")
-    discovery = _Discovery(first, second)
+    first = scripted_profile(address, imap="imaps://old.example.com", smtp="smtps://smtp.example.com")
+    second = scripted_profile(address, imap="imap+starttls://new.example.com", smtp="smtps://other.example.com")
+    discovery = ScriptedDiscovery(first, second)
     acct = AsyncAccount(address, password="pw")
     monkeypatch.setattr(acct, "_run_discovery", discovery)
     used: list[str] = []
@@ -216,10 +200,10 @@ async def test_endpoints_the_caller_chose_are_never_replaced(monkeypatch, kind):
     options = (
         {"imap": "imaps://mine.example.com"}
         if kind == "explicit"
-        else {"profile": _profile(address, imap="imaps://mine.example.com")}
+        else {"profile": scripted_profile(address, imap="imaps://mine.example.com")}
     )
     acct = AsyncAccount(address, password="pw", **options)
-    discovery = _Discovery(_profile(address, imap="imaps://elsewhere.example.com"))
+    discovery = ScriptedDiscovery(scripted_profile(address, imap="imaps://elsewhere.example.com"))
     monkeypatch.setattr(acct, "_run_discovery", discovery)
     used: list[str] = []
     with pytest.raises(ConnectError):
@@ -231,9 +215,9 @@ async def test_rediscovery_that_finds_the_same_dead_endpoint_raises_the_original
     from mailkit import TimeoutError as MailkitTimeout
 
     address = "alice@example.com"
-    same = _profile(address, pop3="pop3s://pop.example.com")
+    same = scripted_profile(address, pop3="pop3s://pop.example.com")
     acct = AsyncAccount(address, password="pw")
-    discovery = _Discovery(same, same)
+    discovery = ScriptedDiscovery(same, same)
     monkeypatch.setattr(acct, "_run_discovery", discovery)
     used: list[str] = []
     original = MailkitTimeout("connect timed out")
@@ -249,7 +233,7 @@ async def test_a_server_that_answers_no_is_not_rediscovered(monkeypatch):
     address = "alice@example.com"
     for error in (AuthenticationError("bad password"), CertificateError("expired")):
         acct = AsyncAccount(address, password="pw")
-        discovery = _Discovery(_profile(address, smtp="smtps://smtp.example.com"))
+        discovery = ScriptedDiscovery(scripted_profile(address, smtp="smtps://smtp.example.com"))
         monkeypatch.setattr(acct, "_run_discovery", discovery)
         with pytest.raises(type(error)):
             await acct.connect_with("smtp", _opener({"smtps://smtp.example.com:465"}, error, []))
