@@ -239,7 +239,6 @@ def _as_bytes(value: Any) -> bytes | None:
     return value if isinstance(value, bytes) else bytes(value)  # a Literal is bytes: no copy
 
 
-
 class Session:
     """One authenticated IMAP connection. Not thread-safe: one worker thread drives it."""
 
@@ -370,9 +369,7 @@ class Session:
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
-            raise AuthenticationError(
-                f"IMAP {mechanism} login refused", reply=_reply_from(exc)
-            ) from None
+            raise AuthenticationError(f"IMAP {mechanism} login refused", reply=_reply_from(exc)) from None
 
     def has(self, capability: str) -> bool:
         return capability.upper() in self._caps
@@ -854,22 +851,14 @@ class Session:
                 else:
                     parsed = _wire.parse_fetch_batch(responses)
                 append = batch.messages.append
-                for message in direct or ():
+                messages = direct if direct is not None else (convert(row) for row in parsed if "UID" in row)
+                for message in messages:
                     if message.uid in mine:
                         append(message)
                     elif message.uid in theirs:
                         ahead.messages.append(message)  # type: ignore[union-attr]
-                for row in parsed:
-                    if "UID" not in row:
-                        continue
-                    message = convert(row)
-                    if message.uid in mine:
-                        append(message)
-                    elif message.uid in theirs:
-                        ahead.messages.append(message)  # type: ignore[union-attr]
-                    elif message.body_path is not None:  # not asked for: nobody would remove it
-                        with contextlib.suppress(OSError):
-                            os.unlink(message.body_path)
+                    else:  # not asked for: nobody would remove a body streamed to a file
+                        discard_messages((message,))
             except (ValueError, TypeError, RecursionError, ProtocolError) as exc:
                 # a server that sends garbage is not trusted with the next command
                 raise ProtocolError(f"UID FETCH: malformed response ({exc})") from None
@@ -1043,11 +1032,16 @@ class _Batch:
 
     def discard(self) -> None:
         """Nobody will take these messages: bodies streamed to files go too."""
-        for message in self.messages:
-            if message.body_path is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(message.body_path)
+        discard_messages(self.messages)
         self.messages = []
+
+
+def discard_messages(messages: Iterable[Message]) -> None:
+    """Remove the files of bodies streamed to disk for messages nobody will take."""
+    for message in messages:
+        if message.body_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(message.body_path)
 
 
 _by_uid = operator.attrgetter("uid")

@@ -34,7 +34,7 @@ from ..errors import (
     TimeoutError,
     TLSError,
 )
-from ._session import FetchSpec, Session
+from ._session import FetchSpec, Session, discard_messages
 from ._types import Change, ChangeKind, Folder, FolderStatus, Mailbox, Message, SpecialUse
 from .mirror import MaildirMirror
 from .query import Q
@@ -313,7 +313,7 @@ class AsyncIMAP:
                 # step, and drop it (with any bodies streamed to files) and the one requested
                 try:
                     with contextlib.suppress(Exception):
-                        _discard(await pending)
+                        discard_messages(await pending)
                 except BaseException:
                     pending.cancel()
                     raise
@@ -705,13 +705,6 @@ def _fetch_plan(s: Session, uids: list[int], count: int, size: int) -> list[list
             elif uid in sizes:  # a big one the server no longer has is not asked for
                 rows.append((uid, sizes[uid], ()))
     return [[r[0] for r in batch] for batch in batches(rows, count=count, size=size)]
-
-
-def _discard(messages: list[Message]) -> None:
-    for message in messages:
-        if message.body_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(message.body_path)
 
 
 def _sum(*values: float | None) -> float | None:

@@ -264,8 +264,8 @@ class POP3Core:
         self._buffer = bytearray()
         self._pending: deque[Command | None] = deque([None])  # the greeting comes first
         self._eof = False
-        # Multi-line response in progress: (command, ok text, body start, where to search next).
-        self._body: tuple[Command, str, int] | None = None
+        # Multi-line response in progress: (command, its +OK text).
+        self._body: tuple[Command, str] | None = None
         self._scan = 0
         # The body moved out of the buffer so far. Written as it arrives, not joined at the end:
         # the copy is spread over the transfer (while the server still sends) and getvalue()
@@ -421,7 +421,7 @@ class POP3Core:
                     del buf[: first + 4]
                     pending.popleft()
                     return Response(command, True, text, body)
-            self._body = (command, text, 0)
+            self._body = (command, text)
             self._scan = 0
             if command.stream:
                 self._streamer = Unstuffer()
@@ -449,7 +449,7 @@ class POP3Core:
 
     def _next_body(self) -> Event:
         assert self._body is not None
-        command, text, _ = self._body
+        command, text = self._body
         if self._streamer is not None:
             return self._next_stream(command, text)
         buf = self._buffer
@@ -655,5 +655,3 @@ def sasl_login(user: str, password: str, challenge: bytes) -> str:
     if b"user" in challenge.lower():
         return _sasl.b64(user.encode("utf-8"))
     return _sasl.b64(password.encode("utf-8"))
-
-

@@ -56,8 +56,6 @@ log = logging.getLogger("mailkit.pop3")
 T = TypeVar("T")
 
 MECHANISMS = ("PLAIN", "LOGIN", "USER", "APOP", "XOAUTH2", "OAUTHBEARER")
-# OAuth2 mechanisms in order of preference when the server offers both: OAUTHBEARER is the
-# standard (RFC 7628), XOAUTH2 the older Google form it replaces (as for IMAP and SMTP).
 _READ_SIZE = 256 * 1024
 # Received bytes waiting for the core beyond this: the transport stops reading (as a StreamReader
 # does at twice its limit), so a slow sink holds the server back instead of filling memory.
