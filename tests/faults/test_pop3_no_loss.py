@@ -7,6 +7,7 @@ end the Maildir holds every original message exactly once, byte for byte, and th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -241,12 +242,12 @@ async def test_a_failing_sink_deletes_nothing_it_refused(stack: MailStack, error
     assert sorted(sink.kept) == sorted(messages)
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real small filesystem at ``mount`` (unmounted afterwards): a disk that fills up."""
     mount.mkdir()
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, check=False
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True, check=False
     )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
@@ -254,6 +255,12 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "tiny", "64k") as mount:
+        yield mount
 
 
 async def test_a_full_disk_deletes_nothing_that_was_not_saved(
@@ -281,14 +288,7 @@ async def test_a_full_disk_deletes_nothing_that_was_not_saved(
 async def test_a_full_disk_while_streaming_a_big_message_keeps_it_on_the_server(
     stack: MailStack, tmp_path: Path
 ) -> None:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, check=False
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "1m") as mount:
         messages = streamed_originals()  # the big one (> 1 MB) cannot fit; the small ones can
         fill(stack, messages)
         maildir = mount / "Maildir"
@@ -305,8 +305,6 @@ async def test_a_full_disk_while_streaming_a_big_message_keeps_it_on_the_server(
         assert [s.size for s in rest.downloaded] == [max(len(m) for m in messages)]
         assert saved(tmp_path / "Maildir") == [max(messages, key=len)]
         assert stack.message_count(USER) == 0
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 async def test_a_full_disk_under_the_state_file_aborts_without_deleting(
