@@ -7,6 +7,7 @@ import asyncio
 import random
 import socket
 import ssl
+import statistics
 import time
 from collections.abc import Iterator
 
@@ -140,8 +141,11 @@ def test_fragments_arrive_as_separate_small_reads(echo_server: ScriptedServer) -
     ):
         data, sizes = recv_all(sock)
     assert data == BANNER[:200]
-    assert max(sizes) <= 6  # at most two fragments coalesced
-    assert len(sizes) >= 200 // 6
+    # The reader may be descheduled and then find several fragments waiting (the OS promises no
+    # read boundaries), so this asserts what the proxy controls: most reads are a single fragment.
+    # Without fragmenting, the 200 bytes arrive in one or two reads.
+    assert statistics.median(sizes) == 3, sizes
+    assert len(sizes) >= 200 // 6, sizes
 
 
 def test_latency_delays_each_chunk(echo_server: ScriptedServer) -> None:
