@@ -79,12 +79,16 @@ def _assert_same_message(raw: bytes, sent: EmailMessage) -> None:
 # --- the stack itself --------------------------------------------------------------------
 
 
-def test_up_is_idempotent_and_fast(mailstack: MailStack) -> None:
-    started = time.monotonic()
+def _master_pids(stack: MailStack) -> list[str]:
+    pidfiles = [stack.root / "run/dovecot/master.pid", stack.root / "postfix/queue/pid/master.pid"]
+    return [path.read_text().strip() for path in pidfiles]
+
+
+def test_up_on_a_running_stack_restarts_nothing(mailstack: MailStack) -> None:
+    before = _master_pids(mailstack)
     result = mailstack.script("up")
-    elapsed = time.monotonic() - started
     assert "already up" in result.stdout
-    assert elapsed < 2.0, f"`up` on a running stack took {elapsed:.2f}s"
+    assert _master_pids(mailstack) == before
 
     status = mailstack.script("status")
     lines = status.stdout.splitlines()
@@ -400,13 +404,10 @@ def test_reset_empties_mailboxes_and_keeps_special_use(
     assert sorted(stack.mailboxes(ALICE)) == ["Drafts", "INBOX", "Junk", "Sent", "Trash"]
     assert stack.message_count(BOB) == 1, "reset(ALICE) must leave other users alone"
 
-    # Every user at once (what clean_mailstack runs): fast. Not a bare reset(), which would also
-    # delete the benchmark user's 10k/100k-message folders (slow, and their data is kept on purpose).
-    started = time.monotonic()
+    # Every user at once (what clean_mailstack runs); the benchmark user's folders are kept
+    # (test_test_reset_keeps_the_benchmark_folders).
     stack.reset_test_users()
-    elapsed = time.monotonic() - started
     assert stack.message_count(BOB) == 0
-    assert elapsed < 3.0, f"reset of all users took {elapsed:.2f}s"
     # And over IMAP: the special-use folders are still there, INBOX is empty.
     with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ssl_context) as imap:
         imap.login(ALICE, stack.users[ALICE])
@@ -417,16 +418,13 @@ def test_reset_empties_mailboxes_and_keeps_special_use(
         imap.logout()
 
 
-def test_deliver_many_is_fast(clean_mailstack: MailStack, ssl_context: ssl.SSLContext) -> None:
+def test_deliver_many_delivers_every_message(clean_mailstack: MailStack, ssl_context: ssl.SSLContext) -> None:
     stack = clean_mailstack
     messages = [
         f"From: {ALICE}\r\nTo: {BOB}\r\nSubject: bulk {i}\r\n\r\nmessage number {i}\r\n".encode()
         for i in range(1000)
     ]
-    started = time.monotonic()
     assert stack.deliver_many(BOB, messages) == 1000
-    elapsed = time.monotonic() - started
-    assert elapsed < 5.0, f"deliver_many(1000) took {elapsed:.2f}s"
     assert stack.message_count(BOB) == 1000
     with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=ssl_context) as imap:
         imap.login(BOB, stack.users[BOB])

@@ -59,7 +59,7 @@ async def test_slow_failure_costs_its_time_once() -> None:
     elapsed = time.monotonic() - t0
     assert result.winner == 1
     assert started == ["465", "587"]  # nothing worse than a success is started
-    assert 0.3 <= elapsed < 0.45
+    assert 0.3 <= elapsed < 0.55  # paying the failure twice would be 0.6
     assert result.cancelled == []
 
 
