@@ -66,7 +66,7 @@ def test_sigkill_mid_campaign_then_resume_sends_exactly_one_copy_each(clean_mail
         assert time.monotonic() < deadline, "the campaign did not progress"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)  # reaps it and closes its pipes
     killed_at = _accepted(journal)
     assert killed_at < N, "the campaign finished before it could be killed"
 
