@@ -70,11 +70,11 @@ class Session:
         return self.wire.usable
 
     async def quit(self, timeout: float | None = 5.0) -> None:
-        """Say QUIT politely and close; never raises."""
+        """Say QUIT politely and close, each step within ``timeout``; never raises."""
         if self.wire.usable:
             with contextlib.suppress(MailkitError, OSError):
                 await self.wire.command("QUIT", timeout)
-        self.wire.close()
+        await self.wire.close_within(timeout)
 
 
 async def _connect_socket(endpoint: Endpoint, timeout: float | None) -> socket.socket:
@@ -110,7 +110,7 @@ async def open_session(config: SessionConfig) -> Session:
     timeouts = config.timeouts
     sock = await _connect_socket(endpoint, timeouts.connect)
     local = config.local_hostname or _address_literal(sock)
-    client = aiosmtplib.SMTP(
+    client = _OpeningClient(
         hostname=endpoint.host,
         sock=sock,
         use_tls=endpoint.security is Security.TLS,
@@ -160,14 +160,26 @@ async def open_session(config: SessionConfig) -> Session:
     return Session(wire, caps, endpoint)
 
 
+class _OpeningClient(aiosmtplib.SMTP):
+    """aiosmtplib for the opening only (our Wire takes the connection over); its closes abort.
+
+    A polite close over TLS sends close_notify and waits up to asyncio's 30 s for the peer's.
+    aiosmtplib closes by itself when a command times out or the server disconnects, and then
+    forgets the transport: a peer that stopped reading kept that connection registered in the
+    event loop, so the next connection given the same descriptor number never received data, or
+    was refused ("File descriptor N is used by transport"). A failed opening is dropped at once.
+    """
+
+    def close(self) -> None:
+        if self.transport is not None:
+            abort_transport(self.transport)
+        super().close()
+
+
 def _abort(client: aiosmtplib.SMTP, sock: socket.socket) -> None:
-    # A failed session is dropped at once: client.close() alone starts a polite TLS shutdown that
-    # waits (up to asyncio's 30 s) for a peer that may never answer, keeping the socket open.
-    if client.transport is not None:
-        abort_transport(client.transport)
     client.close()
     with contextlib.suppress(OSError):
-        sock.close()
+        sock.close()  # also when no transport was made yet
 
 
 def _set_quickack(sock: socket.socket) -> None:

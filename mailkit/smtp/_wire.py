@@ -95,6 +95,7 @@ class Wire(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self.closing = False  # the server said 421: it is closing the session
         self.prewritten: Outgoing | None = None  # next transaction whose envelope is already sent
+        self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         transport.set_protocol(self)
 
     # --- asyncio.Protocol -------------------------------------------------------------
@@ -144,6 +145,8 @@ class Wire(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionLost(f"{self.where}: connection lost" + (f" ({exc})" if exc else "")))
+        if not self._gone.done():
+            self._gone.set_result(None)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -249,6 +252,18 @@ class Wire(asyncio.Protocol):
 
     def abort(self) -> None:
         abort_transport(self.transport)
+
+    async def close_within(self, timeout: float | None) -> None:
+        """Close politely, and drop the connection if the peer has not finished within ``timeout``.
+
+        Over TLS a close waits for the peer's close_notify (asyncio allows it 30 s): a server that
+        answers QUIT and then stops reading would hold the socket that long.
+        """
+        self.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._gone), timeout)
+        except builtins.TimeoutError:
+            self.abort()
 
     # --- the transaction --------------------------------------------------------------
     def _commands(self, out: Outgoing, caps: Capabilities) -> list[str]:

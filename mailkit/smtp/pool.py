@@ -82,4 +82,6 @@ class Pool:
     async def aclose(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
-        await asyncio.gather(*(s.quit(5.0) for s in idle), return_exceptions=True)
+        # Closing is bounded even when commands are not: 5 s unless the command timeout is shorter.
+        timeout = 5.0 if self._command_timeout is None else min(self._command_timeout, 5.0)
+        await asyncio.gather(*(s.quit(timeout) for s in idle), return_exceptions=True)

@@ -299,6 +299,10 @@ class ScriptConn:
     def abort(self) -> None:
         self._writer.transport.abort()
 
+    def stop_reading(self) -> None:
+        """Go deaf: nothing the client sends from now on is read, a TLS close_notify included."""
+        self._writer.transport.pause_reading()
+
 
 Script = Callable[[ScriptConn], Awaitable[None]]
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import re
+import socket
 import time
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -25,7 +26,7 @@ from mailkit import errors
 from mailkit.account import AsyncAccount
 from mailkit.config import Timeouts
 from mailkit.smtp import DeliveryUnknownError, smtp_for
-from tests.faults.proxy import DOWN, UP, FaultPlan, FaultProxy, queued
+from tests.faults.proxy import DOWN, UP, FaultPlan, FaultProxy, open_socket_count, queued
 from tests.faults.scripted import (
     Certs,
     FakeSMTP,
@@ -257,6 +258,66 @@ async def test_a_server_that_never_answers_the_end_of_data_times_out(certs: Cert
             await send(server.port, certs)
         elapsed = time.monotonic() - start
     assert elapsed < TIMEOUTS.data + TIMEOUTS.connect + SLACK, f"took {elapsed:.1f}s"  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+async def test_a_session_that_times_out_against_a_deaf_server_is_dropped_at_once(
+    certs: Certs, security: str
+) -> None:
+    # A polite TLS close waits (up to 30 s) for the peer's close_notify. aiosmtplib closes by itself
+    # on a timeout, so a deaf peer kept that connection registered in the event loop, and the next
+    # connection given the freed descriptor number never received data (or was refused: "File
+    # descriptor N is used by transport").
+    async def deaf_after_ehlo(conn: ScriptConn) -> None:
+        await conn.sendline("220 deaf.test ESMTP")
+        await conn.readline()
+        if security == "starttls":
+            await conn.send(b"250-deaf.test\r\n250 STARTTLS\r\n")
+            await conn.expect(b"STARTTLS")
+            await conn.sendline("220 go ahead")
+            assert await conn.start_tls()
+            await conn.readline()  # EHLO again, now over TLS
+        conn.stop_reading()
+        await asyncio.sleep(60)
+
+    async with ScriptedServer(deaf_after_ehlo, certs, implicit_tls=security == "tls") as server:
+        with pytest.raises(errors.TimeoutError):
+            await send(server.port, certs, security, timeouts=Timeouts(connect=2, command=0.5))
+        await asyncio.sleep(0.05)  # an aborted transport lets go of its socket on the next loop turn
+        # New sockets take the lowest free descriptors, the one the failed session had among them;
+        # each must work as a connection of this loop (the stale entry made one deaf).
+        pairs = [socket.socketpair() for _ in range(4)]
+        try:
+            for ours, theirs in pairs:
+                reader, writer = await asyncio.open_connection(sock=ours)
+                theirs.sendall(b"ping\n")
+                assert await asyncio.wait_for(reader.readline(), 2) == b"ping\n"
+                writer.close()
+        finally:
+            for pair in pairs:
+                for end in pair:
+                    end.close()
+
+
+async def test_a_server_deaf_after_quit_does_not_keep_the_connection(certs: Certs) -> None:
+    # A TLS close waits for the peer's close_notify, up to asyncio's 30 s; closing the account
+    # drops the connection once the command timeout has passed instead.
+    fake = FakeSMTP(user=USER, password=PASSWORD)
+
+    async def deaf_after_quit(conn: ScriptConn) -> None:
+        await fake(conn)  # returns after answering QUIT
+        conn.stop_reading()
+        await asyncio.sleep(60)
+
+    async with ScriptedServer(deaf_after_quit, certs, implicit_tls=True) as server:
+        before = open_socket_count()
+        await send(server.port, certs, "tls", timeouts=Timeouts(connect=2, command=0.5))
+        assert len(fake.accepted) == 1
+        # The server's side of the connection is still open on purpose: one socket more, not two.
+        deadline = time.monotonic() + 0.5 + SLACK
+        while open_socket_count() > before + 1:
+            assert time.monotonic() < deadline, "the client still holds its socket"
+            await asyncio.sleep(0.05)
 
 
 async def test_a_20_mb_message_and_a_100_kb_line_are_sent_intact(certs: Certs) -> None:
