@@ -50,8 +50,9 @@ def log_received(logger: logging.Logger, line: str | bytes) -> None:
 
 # In a line however the library formats it (imaplib logs "> b'a1 LOGIN user pass\\r\\n'"): what
 # follows LOGIN, or an AUTHENTICATE's mechanism. Commands only in upper case, as imaplib and
-# imapclient send them: server lines such as "LOGIN-REFERRALS" or "Logged in" stay readable.
-_CREDENTIAL_COMMAND = re.compile(r"\b(LOGIN|AUTHENTICATE [A-Za-z0-9_-]+)\s+\S.*", re.DOTALL)
+# imapclient send them: server lines such as "LOGIN-REFERRALS", "AUTH=LOGIN IDLE" or "Logged in"
+# stay readable.
+_CREDENTIAL_COMMAND = re.compile(r"(?<!=)\b(LOGIN|AUTHENTICATE [A-Za-z0-9_-]+)\s+\S.*", re.DOTALL)
 
 
 class CredentialFilter(logging.Filter):

@@ -60,12 +60,24 @@ class AccountOptions:
 def _setup_logging(verbose: int) -> None:
     if not verbose:
         return
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, console=None, markup=False)
-    logger = logging.getLogger("mailkit")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    # stderr: stdout carries the commands' output (JSON lines for watch and discover).
+    handler = RichHandler(show_path=False, console=Console(stderr=True), markup=False)
+    if verbose == 1:
+        handler.addFilter(_protocol_lines_only)
+    # IMAP commands are sent by imapclient, which logs them itself (its loggers carry mailkit's
+    # credential filter).
+    for name in ("mailkit", "imapclient.imapclient", "imapclient.imaplib"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+
+def _protocol_lines_only(record: logging.LogRecord) -> bool:
+    """imaplib's log without its parser's notes: the lines sent (``>``) and received (``<``)."""
+    return record.name != "imapclient.imaplib" or record.getMessage().startswith(("> ", "< "))
 
 
 def account_options(command: F) -> F:
@@ -92,7 +104,10 @@ def account_options(command: F) -> F:
             "--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per step."
         ),
         click.option(
-            "-v", "--verbose", count=True, help="Protocol trace on stderr (secrets redacted)."
+            "-v",
+            "--verbose",
+            count=True,
+            help="Protocol trace on stderr (secrets redacted); -vv adds imaplib's parser notes.",
         ),
         click.option(
             "--resolve",

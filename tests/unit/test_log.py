@@ -60,6 +60,7 @@ def test_imapclient_loggers_are_guarded_even_if_imapclient_stops_redacting(caplo
     "line",
     [
         "< * CAPABILITY IMAP4rev1 LOGIN-REFERRALS AUTH=PLAIN",
+        "< b'* CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 IDLE'",
         "< a1 OK Logged in",
         "> b'a2 AUTHENTICATE PLAIN\\r\\n'",
     ],
