@@ -194,29 +194,32 @@ class Dnsmasq:
         if shutil.which("dnsmasq") is None:
             raise RuntimeError("dnsmasq is not installed (apt-get install dnsmasq)")
         self.conf.write_text("\n".join(DNS_RECORDS) + "\n", encoding="utf-8")
-        self.proc = subprocess.Popen(
-            [
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=" + str(self.conf),
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                f"--listen-address={DNS_ADDR}",
-                f"--port={DNS_PORT}",
-                "--except-interface=none",
-                "--pid-file=",
-                "--log-facility=-",
-                "--user=root",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        log = self.conf.with_suffix(".log")
+        # stderr to a file (a pipe nobody reads would fill up and block dnsmasq); the child keeps
+        # its own copy of the descriptor.
+        with log.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    "dnsmasq",
+                    "--keep-in-foreground",
+                    "--conf-file=" + str(self.conf),
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    f"--listen-address={DNS_ADDR}",
+                    f"--port={DNS_PORT}",
+                    "--except-interface=none",
+                    "--pid-file=",
+                    "--log-facility=-",
+                    "--user=root",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"dnsmasq exited: {err}")
+                raise RuntimeError(f"dnsmasq exited: {log.read_text(errors='replace')}")
             if _udp_answers(DNS_ADDR, DNS_PORT):
                 return
             time.sleep(0.05)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import mailkit
 from mailkit.imap import Change, ChangeKind
@@ -106,20 +107,32 @@ def _cli_watch(tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _wait_for_line(stream: IO[bytes], needle: bytes, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0 and select.select([stream], [], [], left)[0], f"no {needle!r} within {timeout} s"
+        line = stream.readline()
+        assert line, f"the stream ended before {needle!r}"
+        if needle in line:
+            return
+
+
 def test_cli_watch_prints_one_json_line_per_change(clean_mailstack: MailStack, tmp_path: Path) -> None:
     ms = clean_mailstack
-    proc = _cli_watch(tmp_path, "--imap", ms.url("imap"), "--ca-file", str(ms.ca_file))
-    try:
-        time.sleep(2.0)  # connected, baseline taken, idling
-        _smtp_deliver(ms, b"Subject: cli watch\r\n\r\nhi\r\n")
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 10)
-        assert ready, "no JSON line from mailkit imap watch within 10 s"
-        doc = json.loads(proc.stdout.readline())
-        assert doc["kind"] == "new" and doc["mailbox"] == "INBOX" and isinstance(doc["uid"], int)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    proc = _cli_watch(tmp_path, "-v", "--imap", ms.url("imap"), "--ca-file", str(ms.ca_file))
+    with proc:  # closes the pipes
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            _wait_for_line(proc.stderr, b" IDLE'", 15)  # the trace: baseline taken, idling
+            _smtp_deliver(ms, b"Subject: cli watch\r\n\r\nhi\r\n")
+            ready, _, _ = select.select([proc.stdout], [], [], 10)
+            assert ready, "no JSON line from mailkit imap watch within 10 s"
+            doc = json.loads(proc.stdout.readline())
+            assert doc["kind"] == "new" and doc["mailbox"] == "INBOX" and isinstance(doc["uid"], int)
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def test_cli_watch_stops_on_ctrl_c(clean_mailstack: MailStack, tmp_path: Path) -> None:
