@@ -370,6 +370,11 @@ class Prefixed:
         head, self._head = self._head[:size], self._head[size:]
         return head
 
+    def peek(self, size: int = 0, /) -> bytes:
+        if b"\n" in self._head:
+            return self._head
+        return self._head + bytes(self.file.peek(size))
+
     def readinto1(self, buffer: memoryview, /) -> int:
         if not self._head:
             return int(self.file.readinto1(buffer))

@@ -16,12 +16,15 @@ import inspect
 import logging
 import os
 import select
+import ssl
 import threading
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from imapclient.imapclient import _parse_untagged_response as parse_untagged_response
 
 from ..config import Endpoint, OAuth2, Protocol
 from ..errors import (
@@ -781,7 +784,8 @@ def _idle_until_event(s: Session, stop: Callable[[], bool], reissue_after: float
         while imap._get_response() is not None:
             if imap.tagged_commands.get(client._idle_tag):
                 raise ProtocolError("the server ended IDLE before accepting it")
-        if any(key in untagged for key in _CHANGE_KEYS):
+        early = _buffered_responses(client)
+        if any(key in untagged for key in _CHANGE_KEYS) or any(_is_change(r) for r in early):
             client.idle_done()
             return
         try:
@@ -803,6 +807,37 @@ def _idle_until_event(s: Session, stop: Callable[[], bool], reissue_after: float
                 client.idle_done()
         if time.monotonic() - quiet_since >= heartbeat:
             client.noop()  # proves the connection is alive (times out if it is not)
+
+
+def _buffered_responses(client: Any) -> list[Any]:
+    """Untagged responses imaplib has already read from the socket but nobody has parsed.
+
+    Servers send "+ idling" and the updates pending since the last command in one write (Dovecot
+    does), so imaplib reads them together. imapclient's idle_check waits for the socket to become
+    readable, which bytes already in imaplib's buffer never make it: they would wait there for the
+    next packet from the server, a heartbeat later.
+    """
+    imap = client._imap
+    sock = client.socket()
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # a peek at an empty buffer tries one read: it must not wait
+    responses = []
+    try:
+        while b"\n" in _peek(imap.file):
+            line = imap._get_line()
+            if not line.startswith(b"* "):
+                raise ProtocolError(f"IMAP: unexpected line during IDLE: {line[:100]!r}")
+            responses.append(parse_untagged_response(line))
+    finally:
+        sock.settimeout(timeout)
+    return responses
+
+
+def _peek(file: Any) -> bytes:
+    try:
+        return bytes(file.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return b""
 
 
 def _peer_closed(sock: Any) -> bool:

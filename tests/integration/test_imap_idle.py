@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import json
 import os
 import select
@@ -10,9 +11,12 @@ import signal
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
+
+import pytest
 
 import mailkit
 from mailkit.imap import Change, ChangeKind
@@ -105,6 +109,31 @@ def _cli_watch(tmp_path: Path, *options: str) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-c", _MAILKIT_WITH_CTRL_C, "imap", "watch", "--mailbox", "INBOX",
             "--address", ALICE, "--password-file", str(pw), *options]  # fmt: skip
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+async def test_a_change_sent_together_with_the_idle_go_ahead_is_seen_at_once(
+    clean_mailstack: MailStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mail that arrives after the baseline and before IDLE is reported by Dovecot in the same write
+    # as "+ idling"; imaplib reads both at once, and a poll() on the socket never sees the second.
+    ms = clean_mailstack
+    send_command = imaplib.IMAP4._command
+    delivered = threading.Event()
+
+    def command(self: imaplib.IMAP4, name: str, *args: object) -> object:
+        if name == "IDLE" and not delivered.is_set():
+            _smtp_deliver(ms, b"Subject: just before IDLE\r\n\r\nhi\r\n")
+            ms.wait_for_messages(ALICE, 1)
+            delivered.set()
+        return send_command(self, name, *args)
+
+    monkeypatch.setattr(imaplib.IMAP4, "_command", command)
+    async with _account(ms, ms.url("imaps")) as acct, acct.imap() as imap:
+        it = imap.watch("INBOX", heartbeat=60.0)  # no heartbeat comes to the rescue in time
+        change = await _next(it, 5)
+        assert delivered.is_set()
+        assert change.kind is ChangeKind.NEW and change.mailbox == "INBOX"
+        await it.aclose()
 
 
 def _wait_for_line(stream: IO[bytes], needle: bytes, timeout: float) -> None:
