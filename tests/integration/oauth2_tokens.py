@@ -43,7 +43,10 @@ def mint_jwt(
 
     ``claims`` adds or overrides body fields (``iat``, ``nbf``, ``azp``, ...).
     """
-    issued = int(time.time() if now is None else now)
+    # Backdated a second, as identity providers do for clock skew: Dovecot refuses iat > time(),
+    # and time() reads the kernel's coarse clock, a few ms behind time.time() - a token minted in
+    # the first milliseconds of a second was now and then "issued in future".
+    issued = int(time.time()) - 1 if now is None else int(now)
     header = {"alg": "HS256", "typ": "JWT"}
     expires = issued + int(expires_in)
     # An expired token was issued before it expired (Dovecot refuses exp < iat as conflicting).
