@@ -10,9 +10,18 @@ from __future__ import annotations
 import logging
 import re
 
-__all__ = ["CredentialFilter", "guard_logger", "log_received", "log_sent", "redact_command"]
+__all__ = [
+    "IMAPCLIENT_LOGGERS",
+    "CredentialFilter",
+    "guard_logger",
+    "log_received",
+    "log_sent",
+    "redact_command",
+]
 
 REDACTED = "***"
+# imapclient logs the lines it sends: its own commands and, at debug level 5, imaplib's.
+IMAPCLIENT_LOGGERS = ("imapclient.imapclient", "imapclient.imaplib")
 
 # Each pattern keeps the group it matches and replaces what follows it.
 _SECRET_ARGS = [

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .._log import IMAPCLIENT_LOGGERS
 from ..account import Account, read_password_file, settings_from_env
 from ..config import Timeouts
 
@@ -69,7 +70,7 @@ def _setup_logging(verbose: int) -> None:
         handler.addFilter(_protocol_lines_only)
     # IMAP commands are sent by imapclient, which logs them itself (its loggers carry mailkit's
     # credential filter).
-    for name in ("mailkit", "imapclient.imapclient", "imapclient.imaplib"):
+    for name in ("mailkit", *IMAPCLIENT_LOGGERS):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)

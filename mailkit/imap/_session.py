@@ -28,7 +28,7 @@ from imapclient import IMAPClient, SocketTimeout
 from imapclient import exceptions as imap_errors
 
 from .. import _sasl
-from .._log import guard_logger, log_received, log_sent
+from .._log import IMAPCLIENT_LOGGERS, guard_logger, log_received, log_sent
 from ..config import Endpoint, OAuth2, Password, Security, check_line_safe
 from ..errors import (
     AuthenticationError,
@@ -51,8 +51,7 @@ from .query import Q, check_flag
 __all__ = ["FetchSpec", "Session"]
 
 log = logging.getLogger("mailkit.imap")
-# imapclient logs the lines it sends: its own commands and, at debug level 5, imaplib's.
-for _name in ("imapclient.imapclient", "imapclient.imaplib"):
+for _name in IMAPCLIENT_LOGGERS:
     guard_logger(_name)
 
 T = TypeVar("T")

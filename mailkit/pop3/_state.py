@@ -48,14 +48,13 @@ class UIDLState:
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StateError(f"cannot use {what}: {exc}") from exc
-        db = open_database(
+        self._db = open_database(
             os.path.expanduser(self.path),
             synchronous="FULL",
             schema=_SCHEMA,
             what=what,
             meta={"pop3_schema": str(_SCHEMA_VERSION)},
         )
-        self._db = db
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

@@ -34,7 +34,7 @@ def test_verbose_traces_the_imap_dialogue_without_the_password(
     trace = result.stderr
     for sent in (b"STARTTLS", b"AUTHENTICATE", b"LIST"):
         assert b"> b'" in trace and sent in trace, f"{sent!r} missing from the trace"
-    assert b"< b'* LIST" in trace or b"< b'* LIST " in trace  # responses too, not only commands
+    assert b"< b'* LIST" in trace  # responses too, not only commands
     assert (b"matched b'" in trace) == (flag == "-vv")  # imaplib's parser notes only at -vv
     assert_no_secret(trace, ALICE, mailstack.users[ALICE], "the -v trace")
     assert b"> b'" not in result.stdout  # the command's output stays clean
